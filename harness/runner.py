@@ -34,6 +34,7 @@ from .plots import plot_rates
 from .models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec, cache_root, model_identity
 from .registry import BACKENDS, TASKS, TRANSFORMS
 from .report import render_report
+from .backend import Failed
 from .spec import RunSpec
 from .task import Task
 from .transform import Transform
@@ -113,10 +114,74 @@ def plan(spec: RunSpec) -> Plan:
 
 
 def model_key(ms: ModelSpec) -> dict[str, Any]:
+    """What a generation is cached under: the model's identity and everything that changes its outputs.
+
+    Options a backend lists as ``runtime_options`` (server address, engine
+    memory, concurrency) are left out, so a restarted server or a different
+    GPU share reuses the cache.
+    """
+    cls = BACKENDS.entry(ms.backend).load()
+    if hasattr(cls, "validate"):
+        cls.validate(ms)
+    runtime = getattr(cls, "runtime_options", frozenset())
+    identity = getattr(cls, "identity", lambda _ms: None)(ms) or model_identity(ms)
     return {
-        "identity": model_identity(ms), "backend": ms.backend, "dtype": ms.dtype, "bos": ms.bos,
-        "chat_template": ms.chat_template, "options": ms.options,
+        "identity": identity, "backend": ms.backend, "dtype": ms.dtype, "bos": ms.bos,
+        "chat_template": ms.chat_template, "options": {k: v for k, v in ms.options.items() if k not in runtime},
     }
+
+
+class BackendPool:
+    """Opens each role's backend when it is first needed and closes it when done.
+
+    When both models need generating with the same backend, the backend's
+    ``open_pair`` may serve both from one engine (vLLM: base + LoRA request;
+    ``vllm serve``: one server with the adapter as a LoRA module). Either way
+    everything is closed in :meth:`close_all`, also on errors and Ctrl-C.
+    """
+
+    def __init__(self, spec: RunSpec, factory: Callable[[ModelSpec], Any] | None = None,
+                 needed: set[str] | None = None) -> None:
+        self.spec, self.factory = spec, factory
+        self.needed = set(ROLES) if needed is None else set(needed)
+        self.open: dict[str, Any] = {}
+        self.described: dict[str, dict[str, Any]] = {}
+        self._pair_tried = False
+
+    def get(self, role: str):
+        if role in self.open:
+            return self.open[role]
+        ms: ModelSpec = getattr(self.spec, role)
+        if self.factory is not None:
+            backend = self.factory(ms)
+        else:
+            pre, ft = self.spec.pretrained, self.spec.finetuned
+            if not self._pair_tried and pre.backend == ft.backend and self.needed >= set(ROLES):
+                self._pair_tried = True
+                cls = BACKENDS.entry(ms.backend).load()
+                pair = cls.open_pair(pre, ft, threads=self.spec.threads) if hasattr(cls, "open_pair") else None
+                if pair is not None:
+                    self.open.update(zip(ROLES, pair))
+                    for r in ROLES:
+                        self._describe(r)
+                    return self.open[role]
+            backend = BACKENDS.create(ms.backend, ms, threads=self.spec.threads)
+        self.open[role] = backend
+        self._describe(role)
+        return backend
+
+    def _describe(self, role: str) -> None:
+        d = getattr(self.open[role], "describe", None)
+        self.described[role] = d() if callable(d) else {"backend": getattr(self.open[role], "name", "?")}
+
+    def release(self, role: str) -> None:
+        backend = self.open.pop(role, None)
+        if backend is not None:
+            backend.close()
+
+    def close_all(self) -> None:
+        for role in list(self.open):
+            self.release(role)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -126,22 +191,41 @@ def _progress(total: int, desc: str, enabled: bool):
                 file=sys.stderr, smoothing=0.1)
 
 
-def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], samples: list[Sample],
-                       sampling: dict[str, Sampling], spec: RunSpec, cache: GenerationCache, progress: bool,
-                       backend_factory: Callable[[ModelSpec], Any] | None = None) -> dict[str, int]:
-    """Fill ``response`` of ``samples`` (all of one model, cache key ``mkey``) from cache or the backend."""
+@dataclass
+class Lookup:
+    """One model's samples looked up in the generation cache."""
+
+    todo: list[Sample]
+    sample_keys: list[str]
+    uniq: dict[str, tuple[Sampling, str]]  # unique (sampling, prompt) pairs by cache key
+    hits: dict[str, str]
+
+    @property
+    def missing(self) -> list[str]:
+        return [k for k in self.uniq if k not in self.hits]
+
+
+def lookup(mkey: dict[str, Any], samples: list[Sample], sampling: dict[str, Sampling], cache: GenerationCache) -> Lookup:
     todo = [s for s in samples if s.error is None]
     sample_keys = [cache_key(mkey, sampling[s.task].key(), s.transformed_prompt) for s in todo]
-    uniq: dict[str, tuple[Sampling, str]] = {}  # unique (sampling, prompt) pairs
+    uniq: dict[str, tuple[Sampling, str]] = {}
     for s, k in zip(todo, sample_keys):
         uniq.setdefault(k, (sampling[s.task], s.transformed_prompt))
-    hits = cache.get_many(uniq)
+    return Lookup(todo, sample_keys, uniq, cache.get_many(uniq))
+
+
+def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], found: Lookup, spec: RunSpec,
+                       cache: GenerationCache, progress: bool, pool: BackendPool) -> dict[str, int]:
+    """Fill ``response`` of one model's samples (cache key ``mkey``) from cache or the backend."""
+    if found.missing:  # the other model may have just generated them (same weights and options)
+        found.hits.update(cache.get_many({k: found.uniq[k] for k in found.missing}))
+    todo, sample_keys, uniq, hits = found.todo, found.sample_keys, found.uniq, found.hits
     results: dict[str, str] = dict(hits)
     errors: dict[str, str] = {}
-    missing = [k for k in uniq if k not in hits]
+    missing = found.missing
     counts = {"prompts": len(todo), "unique_prompts": len(uniq), "cached": len(hits), "generated": 0, "failed": 0}
     if missing:
-        backend = (backend_factory or (lambda m: BACKENDS.create(m.backend, m, threads=spec.threads)))(ms)
+        backend = pool.get(role)
         try:
             by_sampling: dict[str, list[str]] = {}
             for k in uniq:  # batches are formed over *all* prompts so a resumed run batches identically
@@ -169,7 +253,7 @@ def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], samples: 
                     bar.update(len(batch))
             bar.close()
         finally:
-            backend.close()
+            pool.release(role)
     for s, k in zip(todo, sample_keys):
         if k in results:
             s.response = results[k]
@@ -185,7 +269,7 @@ def _generate_batch(backend, prompts: list[str], sampling: Sampling) -> list[tup
         texts = backend.generate(prompts, sampling)
         if len(texts) != len(prompts):
             raise RuntimeError(f"backend returned {len(texts)} responses for {len(prompts)} prompts")
-        return [(t, None) for t in texts]
+        return [(None, f"backend error: {t.reason}") if isinstance(t, Failed) else (t, None) for t in texts]
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as batch_exc:
@@ -194,7 +278,8 @@ def _generate_batch(backend, prompts: list[str], sampling: Sampling) -> list[tup
         out = []
         for p in prompts:
             try:
-                out.append((backend.generate([p], sampling)[0], None))
+                t = backend.generate([p], sampling)[0]
+                out.append((None, f"backend error: {t.reason}") if isinstance(t, Failed) else (t, None))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
@@ -274,12 +359,16 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = GenerationCache(spec.cache or cache_root() / "generations.sqlite")
     gen_counts = {}
+    pool = None
     try:
+        found = {role: lookup(keys[role], [s for s in p.samples if s.model == role], p.sampling, cache) for role in ROLES}
+        pool = BackendPool(spec, backend_factory, needed={r for r in ROLES if found[r].missing})
         for role in ROLES:
-            ms = getattr(spec, role)
-            mine = [s for s in p.samples if s.model == role]
-            gen_counts[role] = generate_for_model(role, ms, keys[role], mine, p.sampling, spec, cache, progress, backend_factory)
+            gen_counts[role] = generate_for_model(role, getattr(spec, role), keys[role], found[role], spec, cache,
+                                                  progress, pool)
     finally:
+        if pool is not None:
+            pool.close_all()
         cache.close()
     score_samples(p.samples, p.tasks, p.transforms)
     manifest = {
@@ -294,6 +383,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         "sampling": {n: s.key() for n, s in p.sampling.items()},
         "models": {role: {"spec": getattr(spec, role).to_dict(), "identity": keys[role]["identity"]} for role in ROLES},
         "generation": gen_counts,
+        "backends": pool.described,
         "notes": p.notes,
     }
     write_outputs(run_dir, manifest, p.samples, p.tasks)

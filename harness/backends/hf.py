@@ -14,6 +14,7 @@ from typing import Sequence
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.models import ModelSpec, hub_commit, local_folder
+from harness.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
 
 
@@ -21,18 +22,6 @@ def _dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
-
-
-def decide_bos(tok, policy: str, meta: dict) -> bool:
-    """Whether to prepend BOS: forced by ``policy``, else the GGUF header, else what the tokenizer does itself."""
-    if tok.bos_token_id is None or policy == "never":
-        return False
-    if policy == "always":
-        return True
-    if "add_bos_token" in meta:  # from the GGUF header
-        return bool(meta["add_bos_token"])
-    probe = tok("a").input_ids
-    return bool(probe) and probe[0] == tok.bos_token_id
 
 
 def load_hf(spec: ModelSpec, threads: int | None = None, device: str | None = None):
@@ -82,23 +71,11 @@ class HFBackend(Backend):
         self.tok, self.model, self.add_bos = load_hf(spec, threads=threads, device=device)
         self.device = self.model.device
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        self.bos_id = self.tok.bos_token_id
+        self.encoder = PromptEncoder(self.tok, spec, self.add_bos)
 
     # -- tokenisation ------------------------------------------------------------
-    def final_text(self, prompt: str) -> str:
-        if not self.spec.chat_template:
-            return prompt
-        if not self.tok.chat_template:
-            raise ModelLoadError(f"model {self.spec.name!r} has no chat template; set chat_template: false")
-        return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-
     def encode(self, prompt: str) -> list[int]:
-        ids = self.tok(self.final_text(prompt), add_special_tokens=False).input_ids
-        if self.add_bos and (not ids or ids[0] != self.bos_id):
-            ids = [self.bos_id] + ids
-        elif not self.add_bos and self.spec.bos == "never" and ids and ids[0] == self.bos_id:
-            ids = ids[1:]
-        return ids
+        return self.encoder.encode(prompt)
 
     def _left_pad(self, seqs: list[list[int]]):
         import torch
@@ -144,12 +121,7 @@ class HFBackend(Backend):
 
         results = []
         for context, continuation in requests:
-            ctx = self.encode(context)
-            whole = self.encode(context + continuation)
-            if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-                cont = whole[len(ctx):]
-            else:  # tokenisation merged across the boundary: encode the continuation alone
-                cont = self.tok(continuation, add_special_tokens=False).input_ids
+            ctx, cont = self.encoder.split(context, continuation)
             seq = torch.tensor([ctx + cont], device=self.device)
             with torch.inference_mode():
                 hidden = self.model.model(input_ids=seq).last_hidden_state
@@ -171,7 +143,3 @@ class HFBackend(Backend):
         self.model = None
         gc.collect()
 
-
-def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
