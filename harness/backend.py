@@ -34,6 +34,8 @@ class Backend(ABC):
     #: ``options`` that change how fast or where a model runs but not what it
     #: outputs; they are left out of the generation-cache key.
     runtime_options: ClassVar[frozenset[str]] = frozenset()
+    #: prompts per ``generate`` call when the run does not set ``batch_size``
+    default_batch_size: ClassVar[int] = 32
 
     def __init__(self, spec: ModelSpec, **options) -> None:
         self.spec = spec

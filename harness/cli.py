@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype for both models")
     r.add_argument("--chat-template", choices=["none", "finetuned", "both"],
                    help="wrap prompts in the tokenizer's chat template for these models (default none)")
-    r.add_argument("--batch-size", type=int, metavar="N", help="prompts per generate call (default 32)")
+    r.add_argument("--batch-size", type=int, metavar="N", help="prompts per generate call (default: the backend's: hf 32, vllm 256, openai 64)")
     r.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     r.add_argument("--out", metavar="DIR", help="output folder (default results/)")
     r.add_argument("--run-id", metavar="ID", help="run folder name (default: tasks plus a hash of the spec)")

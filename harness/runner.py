@@ -231,10 +231,11 @@ def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], found: Lo
             for k in uniq:  # batches are formed over *all* prompts so a resumed run batches identically
                 by_sampling.setdefault(json.dumps(uniq[k][0].key(), sort_keys=True), []).append(k)
             bar = _progress(len(missing), f"{role}: {ms.name}", progress)
+            size = spec.batch_size or getattr(BACKENDS.entry(ms.backend).load(), "default_batch_size", 32)
             for keys in by_sampling.values():
                 keys.sort(key=lambda k: (-len(uniq[k][1]), k))
-                for i in range(0, len(keys), spec.batch_size):
-                    batch = [k for k in keys[i : i + spec.batch_size] if k not in results]
+                for i in range(0, len(keys), size):
+                    batch = [k for k in keys[i : i + size] if k not in results]
                     if not batch:
                         continue
                     samp = uniq[batch[0]][0]

