@@ -141,7 +141,11 @@ TRANSFORMS: Registry = Registry(
 BACKENDS: Registry = Registry(
     "backend",
     "conjugate.backends",
-    {"hf": ("harness.backends.hf:HFBackend", None)},
+    {
+        "hf": ("harness.backends.hf:HFBackend", None),
+        "vllm": ("harness.backends.vllm:VLLMBackend", None),
+        "openai": ("harness.backends.openai:OpenAIBackend", None),
+    },
 )
 
 REGISTRIES = {"tasks": TASKS, "transforms": TRANSFORMS, "backends": BACKENDS}
