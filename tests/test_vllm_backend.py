@@ -117,6 +117,14 @@ def test_tiny_pair_from_one_engine_matches_separate_models(tiny_model, tiny_adap
     assert vf != vp, "the adapter should change outputs"
     assert vp == hp
     assert vf == hf_
+    # the fallback when an engine cannot serve LoRA: the adapter merged into a cached folder
+    from harness.backends.vllm import merged_folder
+
+    merged = VLLMBackend(ModelSpec(name="merged", model=str(merged_folder(ft))))
+    try:
+        assert merged.generate(prompts, SAMPLING) == vf
+    finally:
+        merged.close()
 
 
 def test_default_base_agrees_with_hf_and_pair_matches_separate_models():
