@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option for both models, repeatable: vllm: tensor_parallel_size, max_model_len, "
                    "gpu_memory_utilization, enforce_eager, max_num_seqs; openai: base_url, endpoint (completions|chat), "
-                   "served_model, api_key_env, concurrency, timeout, max_retries, backoff")
+                   "served_model, api_key_env, concurrency, timeout, max_retries, backoff, serve_args, startup_timeout")
     r.add_argument("--server", metavar="auto|URL",
                    help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint), or `auto` to start "
                    "`vllm serve` on a free loopback port for the run")
