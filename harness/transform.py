@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+if TYPE_CHECKING:
+    from .backend import Failed
+    from .context import RunContext
 
 
 class Transform(ABC):
@@ -16,12 +20,23 @@ class Transform(ABC):
     ``native`` is the rendering key a task may provide natively (``"fr"`` for
     ``lang:fr``, ``"leetspeak"`` for leetspeak). When the task has it, the
     runner uses the task's own rendering and skips forward/inverse.
+
+    ``language`` is set by translating transforms (``translate:pt``): a task
+    that can localise itself (translate its strings and data, see
+    :meth:`harness.task.Task.localize`) then renders the prompt in that
+    language, and nothing needs inverting.
+
+    The runner calls :meth:`bind` with the run's context (the translation
+    service) first, then :meth:`forward_batch` / :meth:`inverse_batch`, which
+    default to calling ``forward`` / ``inverse`` per text and recording an
+    exception as that text's failure.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     exact: ClassVar[bool] = False
     native: str | None = None
+    language: str | None = None
     param: ClassVar[str | None] = None  # set when the name takes ":arg"
     requires_native: ClassVar[bool] = False  # True: only usable where the task renders it natively
 
@@ -36,5 +51,26 @@ class Transform(ABC):
     @abstractmethod
     def inverse(self, text: str) -> str: ...
 
+    def bind(self, ctx: "RunContext") -> None:
+        """Receive the run's shared services before any forward/inverse call (default: nothing to do)."""
+
+    def forward_batch(self, texts: Sequence[str]) -> "list[str | Failed]":
+        return _each(self.forward, texts, "transform forward failed")
+
+    def inverse_batch(self, texts: Sequence[str]) -> "list[str | Failed]":
+        return _each(self.inverse, texts, "transform inverse failed")
+
     def describe(self) -> dict:
         return {"id": self.id, "version": self.version, "exact": self.exact, "native": self.native}
+
+
+def _each(fn, texts: Sequence[str], what: str) -> "list[str | Failed]":
+    from .backend import Failed
+
+    out: list = []
+    for t in texts:
+        try:
+            out.append(fn(t))
+        except Exception as exc:
+            out.append(Failed(f"{what}: {type(exc).__name__}: {exc}"))
+    return out

@@ -10,6 +10,13 @@ tends to answer the query (``if``). Four configs: {capslock, repeat} x
 Native renderings: en, fr, es, nl, hu (project-written strings and a
 line-aligned project-written sentence pool), leetspeak and piglatin (derived
 from en with those transforms' forward maps, numbers left as digits).
+
+Any other language (``translate:pt``) is rendered by translating the English
+strings and sentence pool (:meth:`IclVsIf.localize`), through the translation
+cache or a frozen pack. Option ``sentences=FILE`` replaces the English pool
+(e.g. the paper's own sentences); the native languages then take their pools
+from the translation pack (``--translations``), so the paper's exact
+translations can be used.
 """
 from __future__ import annotations
 
@@ -17,12 +24,13 @@ import random
 import re
 from functools import cached_property
 from importlib.resources import files
+from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from harness.errors import ConjugateError
-from harness.task import Task, interleave
+from harness.task import RenderFailed, Task, interleave
 from harness.templating import render
 from harness.translators.leetspeak import to_leet
 from harness.translators.piglatin import to_piglatin
@@ -56,6 +64,26 @@ def outside_slots(template: str, fn: Callable[[str], str]) -> str:
     return "".join(part if _SLOT.fullmatch(part) else fn(part) for part in _SLOT.split(template))
 
 
+def icl_prefix(query: str, icl: Callable[[str], str]) -> str:
+    """The ICL answer's start: ``icl`` of the query's first word, or of more words while they read the same.
+
+    ``"What is 6 plus 4?"`` -> ``"WHAT"`` under capslock. A first word that
+    capitalising leaves unchanged (Portuguese ``"O que é ..."``) cannot tell
+    capitalising from repeating, so the prefix grows to the first word that
+    changes: ``"O QUE"``. Words without letters (the blank ``___``) are kept
+    as one-word prefixes, as before.
+    """
+    first, _ = split_first_word(query)
+    if icl(first) != first or not any(c.isalpha() for c in first):
+        return icl(first)
+    words = query.split()
+    for k in range(2, len(words) + 1):
+        prefix = " ".join(words[:k])
+        if icl(prefix) != prefix:
+            return icl(prefix.rstrip(",.;:!?"))
+    return icl(first)
+
+
 def _starts_with(text: str, answer: str, *, ignore_case: bool = False) -> bool:
     """``text`` starts with ``answer`` as a whole word (or number)."""
     if not answer:
@@ -71,7 +99,7 @@ class IclVsIf(Task):
     """In-context learning vs instruction following (Kotha et al. 2024 §4.1): 4 configs x 100 prompts."""
 
     name = "icl_vs_if"
-    version = "1"
+    version = "2"  # 2: a capslock ICL answer starts with a word that capitalising changes (icl_prefix)
     labels = ("icl", "if", "other")
     primary_label = "icl"
     renderings = frozenset({*LANGUAGES, *DERIVED})
@@ -79,10 +107,18 @@ class IclVsIf(Task):
     n_per_config = 100
     n_shots = 2
 
-    def __init__(self) -> None:
+    def __init__(self, sentences: str | None = None) -> None:
         root = files("harness.tasks").joinpath("data/icl_vs_if")
         self._root = root
         self.template = root.joinpath("prompt.j2").read_text(encoding="utf-8")
+        self.sentences = sentences
+        self.renderings = set(type(self).renderings)  # grows with localize()
+        self._ctx = None
+        self._failed: dict[str, dict[int, str]] = {}  # rendering -> pool index -> why its translation failed
+        self._strings_failed: dict[str, str] = {}
+
+    def bind(self, ctx) -> None:
+        self._ctx = ctx
 
     # -- data -----------------------------------------------------------------
     @cached_property
@@ -100,17 +136,72 @@ class IclVsIf(Task):
         return data
 
     @cached_property
-    def pools(self) -> dict[str, list[str]]:
-        pools = {}
-        for lang in LANGUAGES:
-            text = self._root.joinpath(f"sentences_{lang}.txt").read_text(encoding="utf-8")
-            pools[lang] = [line.strip() for line in text.splitlines() if line.strip()]
-        sizes = {k: len(v) for k, v in pools.items()}
-        if len(set(sizes.values())) != 1:
-            raise ConjugateError(f"icl_vs_if sentence pools are not line-aligned: {sizes}")
+    def pools(self) -> dict[str, list[str | None]]:
+        """Sentence pools per rendering; with ``sentences=FILE`` only en (and what derives from it) until translated."""
+        pools: dict[str, list[str | None]] = {}
+        if self.sentences:
+            path = Path(self.sentences)
+            if not path.is_file():
+                raise ConjugateError(f"icl_vs_if sentences={self.sentences}: file does not exist; give a text file "
+                                     f"with one English sentence per line")
+            pools["en"] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if len(pools["en"]) < self.n_shots + 1:
+                raise ConjugateError(f"icl_vs_if sentences={self.sentences}: needs at least {self.n_shots + 1} "
+                                     f"sentences, found {len(pools['en'])}")
+        else:
+            for lang in LANGUAGES:
+                text = self._root.joinpath(f"sentences_{lang}.txt").read_text(encoding="utf-8")
+                pools[lang] = [line.strip() for line in text.splitlines() if line.strip()]
+            sizes = {k: len(v) for k, v in pools.items()}
+            if len(set(sizes.values())) != 1:
+                raise ConjugateError(f"icl_vs_if sentence pools are not line-aligned: {sizes}")
         for key, fn in DERIVED.items():
             pools[key] = [fn(s) for s in pools["en"]]
         return pools
+
+    def _set_pool(self, key: str, results: list) -> None:
+        self.pools[key] = [r if isinstance(r, str) else None for r in results]
+        self._failed[key] = {i: r.reason for i, r in enumerate(results) if not isinstance(r, str)}
+
+    def _pool(self, rendering: str) -> list[str | None]:
+        if rendering not in self.pools:  # a native language with a user sentence pool: translate the pool
+            if self._ctx is None:
+                raise ConjugateError(
+                    f"icl_vs_if with sentences={self.sentences} renders {rendering!r} from a translation of the "
+                    f"pool: run it with --translations PACK (e.g. the paper's sentences) or --mt-provider NAME")
+            self._set_pool(rendering, self._ctx.translation.translate(self.pools["en"], "en", rendering, strict=True,
+                                                                      desc=f"icl_vs_if pool en->{rendering}"))
+        return self.pools[rendering]
+
+    # -- translation ------------------------------------------------------------
+    def _string_leaves(self) -> list[str]:
+        en = self.strings["en"]
+        return ([en["instruction"][k] for k in ICL_TASKS] + [en["input"], en["output"], en["math"]]
+                + [en["ops"][k] for k in OPS])
+
+    def translatable_texts(self, seed: int = 0, limit: int | None = None) -> list[str]:
+        """The fixed strings and the English sentence pool (what a pack needs to render any language)."""
+        return list(dict.fromkeys(self._string_leaves() + [s for s in self.pools["en"] if s]))
+
+    def localize(self, key: str, language: str, translate) -> bool:
+        """Render ``key`` from translations of the English strings and sentence pool into ``language``."""
+        leaves = self._string_leaves()
+        res = translate(leaves + self.pools["en"])
+        head, pool = res[: len(leaves)], res[len(leaves) :]
+        bad = next((r for r in head if not isinstance(r, str)), None)
+        if bad is not None:
+            self._strings_failed[key] = f"translating the task's strings to {language} failed: {bad.reason}"
+            tr = self._string_leaves()
+        else:
+            tr = list(head)
+        k = len(ICL_TASKS)
+        self.strings[key] = {
+            "instruction": dict(zip(ICL_TASKS, tr[:k])), "input": tr[k], "output": tr[k + 1], "math": tr[k + 2],
+            "ops": dict(zip(OPS, tr[k + 3 :])),
+        }
+        self._set_pool(key, pool)
+        self.renderings.add(key)
+        return True
 
     # -- Task interface -------------------------------------------------------
     def examples(self, seed: int) -> list[Example]:
@@ -137,7 +228,14 @@ class IclVsIf(Task):
             raise ConjugateError(
                 f"icl_vs_if has no native rendering {rendering!r}; it has {', '.join(sorted(self.renderings))}"
             )
-        s, pool, d = self.strings[rendering], self.pools[rendering], example.data
+        if rendering in self._strings_failed:
+            raise RenderFailed(self._strings_failed[rendering])
+        s, pool, d = self.strings[rendering], self._pool(rendering), example.data
+        used = d["demos"] + ([d["sentence"]] if d["query_type"] == "startblank" else [])
+        lost = next((i for i in used if pool[i] is None), None)
+        if lost is not None:
+            raise RenderFailed(f"sentence {lost} of the pool failed to translate to {rendering}: "
+                               f"{self._failed.get(rendering, {}).get(lost, 'unknown reason')}")
         icl = ICL_TASKS[d["icl_task"]]
         demos = [{"input": pool[i], "output": icl(pool[i])} for i in d["demos"]]
         if d["query_type"] == "math":
@@ -146,7 +244,7 @@ class IclVsIf(Task):
         else:
             word, rest = split_first_word(pool[d["sentence"]])
             query, if_answer = BLANK + rest, word
-        first, _ = split_first_word(query)
+        first = icl_prefix(query, icl)
         prompt = render(
             self.template,
             {
@@ -158,7 +256,7 @@ class IclVsIf(Task):
             },
             "icl_vs_if/prompt.j2",
         )
-        reference = {"icl_answer": icl(first), "if_answer": if_answer, "query": query, "query_type": d["query_type"]}
+        reference = {"icl_answer": first, "if_answer": if_answer, "query": query, "query_type": d["query_type"]}
         return Rendered(prompt=prompt, reference=reference, rendering=rendering)
 
     def score(self, response: str, reference: dict) -> Score:

@@ -249,3 +249,17 @@ def test_score_round_trip_on_rendered_examples(task, examples, rendering):
         ref = task.render(e, rendering).reference
         assert task.score(ref["icl_answer"] + " ...", ref).label == "icl", (rendering, ref)
         assert task.score(ref["if_answer"] + " ...", ref).label == "if", (rendering, ref)
+
+
+def test_capslock_icl_answer_needs_a_word_that_capitalising_changes():
+    """Portuguese 'O que é 6 mais 4?': a repeat of 'O' must not count as capitalising."""
+    from harness.tasks.icl_vs_if import icl_prefix
+
+    assert icl_prefix("What is 6 plus 4?", str.upper) == "WHAT"
+    assert icl_prefix("O que é 6 mais 4?", str.upper) == "O QUE"
+    assert icl_prefix("O que é 6 mais 4?", lambda s: s) == "O"
+    assert icl_prefix("___, we left.", str.upper) == "___"
+    t = IclVsIf()
+    ref = {"icl_answer": icl_prefix("O que é 6 mais 4?", str.upper), "if_answer": "10", "query_type": "math"}
+    assert t.score(" O que é 6 mais 4?", ref).label == "other"
+    assert t.score(" O QUE É 6 MAIS 4?", ref).label == "icl"
