@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 DEFAULT_MARKERS = ("Input:", "Output:")
 _CODE = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -166,3 +167,39 @@ def strip_keep(chunk: str) -> tuple[str, str, str]:
         return chunk, "", ""
     lead = chunk[: len(chunk) - len(chunk.lstrip())]
     return lead, body, chunk[len(lead) + len(body) :]
+
+
+# -- splitting by a provider's own measure (tokens, bytes) -------------------------------------------
+NEWLINE_RE = re.compile(r"(\r\n|\n|\r)")
+EDGES_RE = re.compile(r"^(\s*)(.*?)(\s*)$", re.DOTALL)
+_SENT_BREAK = re.compile(r"(?<=[.!?\u2026])\s+(?=\S)")
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+(?=\S)")
+_SPACES = re.compile(r"\s+")
+
+
+def _pack(parts: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """Greedily join consecutive parts with a space while the result still fits."""
+    out: list[str] = []
+    for part in parts:
+        if out and fits(out[-1] + " " + part):
+            out[-1] += " " + part
+        else:
+            out.append(part)
+    return out
+
+
+def split_long(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Cut ``text`` into pieces that fit: at sentence ends, then at ``,;:``, then between words.
+
+    A single word that does not fit (a long URL) stays one piece.
+    """
+    if fits(text):
+        return [text]
+    for splitter in (_SENT_BREAK, _CLAUSE_BREAK, _SPACES):
+        parts = splitter.split(text)
+        if len(parts) > 1:
+            pieces: list[str] = []
+            for part in _pack(parts, fits):
+                pieces.extend([part] if fits(part) else split_long(part, fits))
+            return pieces
+    return [text]

@@ -50,6 +50,7 @@ import threading
 from typing import Any, Callable, ClassVar, Sequence
 
 from harness.mt.provider import Provider, ProviderError, TranslationError
+from harness.mt.text import EDGES_RE, NEWLINE_RE, split_long
 
 #: largest piece (in the model's subword tokens) sent to the engine; it truncates at about 100
 MAX_TOKENS = 80
@@ -58,44 +59,11 @@ _FALLBACK_CHARS_PER_TOKEN = 1.5
 POSTPROCESS_MODES = ("none", "library")
 
 _LANGS = {"en", "pt"}
-NEWLINE_RE = re.compile(r"(\r\n|\n|\r)")
-EDGES_RE = re.compile(r"^(\s*)(.*?)(\s*)$", re.DOTALL)
-_SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+(?=\S)")
-_CLAUSE_END = re.compile(r"(?<=[,;:])\s+(?=\S)")
-_SPACE = re.compile(r"\s+")
 
 
 def base_language(code: str) -> str:
     """``pt-BR``, ``pt_PT``, ``PT`` -> ``pt``."""
     return re.split(r"[-_]", code.strip(), maxsplit=1)[0].lower()
-
-
-def _pack(parts: list[str], fits: Callable[[str], bool]) -> list[str]:
-    """Greedily join consecutive parts with a space while the result still fits."""
-    out: list[str] = []
-    for part in parts:
-        if out and fits(out[-1] + " " + part):
-            out[-1] += " " + part
-        else:
-            out.append(part)
-    return out
-
-
-def split_long(text: str, fits: Callable[[str], bool]) -> list[str]:
-    """Cut ``text`` into pieces that fit: at sentence ends, then at ``,;:``, then between words.
-
-    A single word that does not fit (a long URL) stays one piece.
-    """
-    if fits(text):
-        return [text]
-    for splitter in (_SENTENCE_END, _CLAUSE_END, _SPACE):
-        parts = splitter.split(text)
-        if len(parts) > 1:
-            pieces: list[str] = []
-            for part in _pack(parts, fits):
-                pieces.extend([part] if fits(part) else split_long(part, fits))
-            return pieces
-    return [text]
 
 
 class FastTranslate(Provider):

@@ -60,7 +60,7 @@ from typing import Any, ClassVar, Sequence
 
 from harness.mt.provider import Provider, ProviderError, TranslationError
 
-from .fast_translate import EDGES_RE, NEWLINE_RE, split_long
+from harness.mt.text import EDGES_RE, NEWLINE_RE, split_long
 
 OPTIONS = ("model", "revision", "device", "batch_size", "num_beams", "max_new_tokens")
 _USAGE = ("give a hub ID (--mt-option model=Helsinki-NLP/opus-mt-en-fr) or a local folder with config.json, "
