@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import NATIVE_NAMES
+from .report import display_name
 
 COLOURS = {"pretrained": "#4c72b0", "finetuned": "#dd8452"}
 
@@ -34,7 +34,7 @@ def plot_rates(summary: dict, transforms: list[str], task: str, label: str, path
             lo.append(100 * (v["rate"] - v["lo"]))
             hi.append(100 * (v["hi"] - v["rate"]))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, color=COLOURS[model], label=model.replace("finetuned", "fine-tuned"))
-    ax.set_xticks(range(len(shown)), [NATIVE_NAMES.get(t, t) for t in shown], rotation=20, ha="right")
+    ax.set_xticks(range(len(shown)), [display_name(t) for t in shown], rotation=20, ha="right")
     ax.set_ylabel(f"{label} rate (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title or f"{task}: {label} rate by conjugate (95% Wilson intervals)", fontsize=9)

