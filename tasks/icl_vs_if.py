@@ -68,13 +68,13 @@ def icl_prefix(query: str, icl: Callable[[str], str]) -> str:
     """The ICL answer's start: ``icl`` of the query's first word, or of more words while they read the same.
 
     ``"What is 6 plus 4?"`` -> ``"WHAT"`` under capslock. A first word that
-    capitalising leaves unchanged (Portuguese ``"O que é ..."``) cannot tell
-    capitalising from repeating, so the prefix grows to the first word that
-    changes: ``"O QUE"``. Words without letters (the blank ``___``) are kept
-    as one-word prefixes, as before.
+    capitalising leaves unchanged (Portuguese ``"O que é ..."``, the blank
+    ``"___, we left."``) cannot tell capitalising from repeating, so the
+    prefix grows to the first word that changes: ``"O QUE"``, ``"___, WE"``.
+    Under repeat (nothing changes) it is the first word.
     """
     first, _ = split_first_word(query)
-    if icl(first) != first or not any(c.isalpha() for c in first):
+    if icl(first) != first:
         return icl(first)
     words = query.split()
     for k in range(2, len(words) + 1):
@@ -99,7 +99,7 @@ class IclVsIf(Task):
     """In-context learning vs instruction following (Kotha et al. 2024 §4.1): 4 configs x 100 prompts."""
 
     name = "icl_vs_if"
-    version = "2"  # 2: a capslock ICL answer starts with a word that capitalising changes (icl_prefix)
+    version = "2"  # 2: a capslock ICL answer must include a word that capitalising changes (icl_prefix)
     labels = ("icl", "if", "other")
     primary_label = "icl"
     renderings = frozenset({*LANGUAGES, *DERIVED})

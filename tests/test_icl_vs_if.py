@@ -258,7 +258,8 @@ def test_capslock_icl_answer_needs_a_word_that_capitalising_changes():
     assert icl_prefix("What is 6 plus 4?", str.upper) == "WHAT"
     assert icl_prefix("O que é 6 mais 4?", str.upper) == "O QUE"
     assert icl_prefix("O que é 6 mais 4?", lambda s: s) == "O"
-    assert icl_prefix("___, we left.", str.upper) == "___"
+    assert icl_prefix("___, we left.", str.upper) == "___, WE"  # an echo of the blank is not capitalising
+    assert icl_prefix("___, we left.", lambda s: s) == "___"
     t = IclVsIf()
     ref = {"icl_answer": icl_prefix("O que é 6 mais 4?", str.upper), "if_answer": "10", "query_type": "math"}
     assert t.score(" O que é 6 mais 4?", ref).label == "other"
