@@ -156,7 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--source", metavar="LANG", help="source language of --import-parallel (default: the first)")
     tr.add_argument("--out", metavar="PACK.jsonl", required=False, help="the pack to write")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    for module in _subcommand_modules():
+        module.add_parser(sub)
     return p
+
+
+#: commands that live in their own module: each defines ``add_parser(subparsers)`` (adding one
+#: sub-parser named like the key, cheap to import: no torch at import time) and ``run(args) -> int``
+SUBCOMMANDS = {"compare": "harness.compare", "check": "harness.check", "forgetting": "harness.forgetting"}
+
+
+def _subcommand_modules():
+    import importlib
+    import importlib.util
+
+    for name in SUBCOMMANDS.values():
+        if importlib.util.find_spec(name) is not None:
+            yield importlib.import_module(name)
 
 
 def _spec_from_args(a: argparse.Namespace):
@@ -373,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if a.command in SUBCOMMANDS:
+            import importlib
+
+            return importlib.import_module(SUBCOMMANDS[a.command]).run(a)
         return {"run": cmd_run, "finetune": cmd_finetune, "report": cmd_report, "list": cmd_list,
                 "translate": cmd_translate}[a.command](a)
     except ConjugateError as exc:
