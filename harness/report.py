@@ -47,6 +47,27 @@ def ratio(x: float) -> str:
     return "—" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
+def interval(lohi: list[float] | None, fmt=ratio) -> str:
+    """``[lo, hi]`` from summary.json (or None) as ``[0.12, 0.45]``."""
+    if not lohi or any(v is None or math.isnan(v) for v in lohi):
+        return "—"
+    return f"[{fmt(lohi[0])}, {fmt(lohi[1])}]"
+
+
+def pvalue(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    if p >= 0.001:
+        return f"{p:.3f}"
+    return f"{p:.1e}"
+
+
+def agreement_cell(rate: float, lohi: list[float] | None) -> str:
+    if rate is None or math.isnan(rate):
+        return "—"
+    return f"{pct(rate)} {interval(lohi, pct)}"
+
+
 TEMPLATE = """# conjugate report: {{ run_id }}
 
 - **Pretrained:** `{{ spec.pretrained.name }}` ({{ spec.pretrained.model }}, backend {{ spec.pretrained.backend }})
@@ -61,13 +82,15 @@ TEMPLATE = """# conjugate report: {{ run_id }}
 
 Rates in %, with 95% Wilson intervals; n = scored samples per cell. Drop = pretrained − fine-tuned.
 Recovery = (ft_T − ft_en) / (pt_en − ft_en): 0 means the conjugate changes nothing, 1 means the
-fine-tuned model is back at the pretrained English rate.
-{% if plots[t.task] %}
+fine-tuned model is back at the pretrained English rate. Recovery 95% CI: {{ t.ci_method }}
+(one resample of examples shared by both models and every conjugate; error samples left out of each
+cell; resamples where recovery is undefined are dropped{% if t.ci_dropped %}, {{ t.ci_dropped }} in this table{% endif %}).
+{% if plots.get(t.task) %}
 ![{{ t.task }} {{ t.label }} rate by conjugate]({{ plots[t.task] }})
 {% endif %}
-| Conjugate | Pretrained | Fine-tuned | Drop | Recovery | n (pt/ft) |
-|---|---|---|---|---|---|
-{% for r in t.rows %}| {{ r.name }} | {{ r.pt }} | {{ r.ft }} | {{ r.drop }} | {{ r.recovery }} | {{ r.n }} |
+| Conjugate | Pretrained | Fine-tuned | Drop | Recovery | Recovery 95% CI | n (pt/ft) |
+|---|---|---|---|---|---|---|
+{% for r in t.rows %}| {{ r.name }} | {{ r.pt }} | {{ r.ft }} | {{ r.drop }} | {{ r.recovery }} | {{ r.recovery_ci }} | {{ r.n }} |
 {% endfor %}
 {% if t.notes %}{% for n in t.notes %}- {{ n }}
 {% endfor %}{% endif %}
@@ -85,6 +108,30 @@ fine-tuned model is back at the pretrained English rate.
 {% for r in t.by_group %}| {{ r.name }} | {% for v in r.cells %}{{ v }} | {% endfor %}
 {% endfor %}
 {% endif %}
+{% if t.agreement %}
+### Agreement with the pretrained model
+
+Per example, does the fine-tuned model under the conjugate give the same label ({{ t.labels | join(" / ") }})
+as the pretrained model under the same conjugate, and as the pretrained model in English? In %, with 95%
+Wilson intervals, over the examples where both compared samples are scored (n).
+
+| Conjugate | n | ft(T) = pt(T) | ft(T) = pt(en) |
+|---|---|---|---|
+{% for r in t.agreement %}| {{ r.name }} | {{ r.n }} | {{ r.same_t }} | {{ r.same_en }} |
+{% endfor %}
+{% endif %}
+{% if t.tests %}
+### Paired tests
+
+{{ t.label }} rate compared on the same examples (n = examples scored in both cells); a only / b only =
+examples with the label {{ t.label }} in a but not b / in b but not a. Test: {{ t.test_names | join("; ") }}.
+Holm p: Holm-adjusted within each kind of comparison of this task.
+
+| Comparison (a vs b) | Model / conjugate | n | a only | b only | Test | p | Holm p |
+|---|---|---|---|---|---|---|---|
+{% for r in t.tests %}| {{ r.comparison }} | {{ r.where }} | {{ r.n }} | {{ r.a_only }} | {{ r.b_only }} | {{ r.test }} | {{ r.p }} | {{ r.p_holm }} |
+{% endfor %}
+{% endif %}
 {% endfor %}
 Made by `conjugate report`; samples are in `samples.jsonl`, numbers in `summary.json`.
 """
@@ -99,7 +146,8 @@ def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, li
         if not recs:
             continue
         label = recs[0]["label"]
-        t: dict[str, Any] = {"task": task, "label": label, "labels": labels, "rows": [], "outcomes": [], "notes": []}
+        t: dict[str, Any] = {"task": task, "label": label, "labels": labels, "rows": [], "outcomes": [], "notes": [],
+                             "ci_method": "not computed", "ci_dropped": 0}
         groups = sorted({r["group"] for r in recs if r["group"] != "all"})
         t["groups"] = groups
         t["by_group"] = []
@@ -115,10 +163,16 @@ def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, li
                 "ft": ci(ft["rates"][label]) if ft else "—",
                 "drop": signed(rec["drop"]),
                 "recovery": "(baseline)" if rec["note"] == "baseline" else ratio(rec["recovery"]),
+                "recovery_ci": "—" if rec["note"] == "baseline" else interval(rec.get("ci")),
                 "n": f"{pt['n'] if pt else 0}/{ft['n'] if ft else 0}",
             })
+            t["ci_dropped"] += rec.get("ci_dropped") or 0
+            if rec.get("ci_method"):
+                t["ci_method"] = rec["ci_method"]
             if rec["note"] and rec["note"] != "baseline" and rec["note"] not in t["notes"]:
                 t["notes"].append(rec["note"])
+            if rec.get("ci_note"):
+                t["notes"].append(f"Recovery 95% CI for {name}: {rec['ci_note']}.")
             for model, row in (("pretrained", pt), ("finetuned", ft)):
                 if row:
                     t["outcomes"].append({
@@ -130,8 +184,42 @@ def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, li
                 a, b = idx.get(("pretrained", task, tr, g)), idx.get(("finetuned", task, tr, g))
                 vals.append(f"{pct(a['rates'][label]['rate']) if a else '—'} / {pct(b['rates'][label]['rate']) if b else '—'}")
             t["by_group"].append({"name": name, "cells": vals})
+        t["agreement"] = agreement_rows(summary, task, transforms)
+        t["tests"], t["test_names"] = paired_test_rows(summary, task, transforms)
         tables.append(t)
     return tables
+
+
+def agreement_rows(summary: dict, task: str, transforms: list[str]) -> list[dict]:
+    by_tr = {a["transform"]: a for a in summary.get("agreement", []) if a["task"] == task and a["group"] == "all"}
+    out = []
+    for tr in transforms:
+        a = by_tr.get(tr)
+        if a is None:
+            continue
+        n = str(a["n"]) if a.get("n_en", a["n"]) == a["n"] else f"{a['n']} / {a['n_en']}"
+        out.append({"name": display_name(tr), "n": n,
+                    "same_t": agreement_cell(a["ft_T_vs_pt_T"], a.get("ft_T_vs_pt_T_ci")),
+                    "same_en": agreement_cell(a["ft_T_vs_pt_en"], a.get("ft_T_vs_pt_en_ci"))})
+    return out
+
+
+def paired_test_rows(summary: dict, task: str, transforms: list[str]) -> tuple[list[dict], list[str]]:
+    order = {tr: i for i, tr in enumerate(transforms)}
+    tests = [e for e in summary.get("tests", []) if e["task"] == task]
+    tests.sort(key=lambda e: (e["kind"] != "transform", e.get("model") != "pretrained",
+                              order.get(e.get("b") if e["kind"] == "transform" else e.get("transform"), 99)))
+    rows, names = [], []
+    for e in tests:
+        if e["kind"] == "transform":
+            comparison, where = f"{display_name(e['a'])} vs {display_name(e['b'])}", e["model"]
+        else:
+            comparison, where = f"{e['a']} vs {e['b']}", display_name(e["transform"])
+        if e["test"] not in names:
+            names.append(e["test"])
+        rows.append({"comparison": comparison, "where": where, "n": e["n"], "a_only": e["a_only"],
+                     "b_only": e["b_only"], "test": e["test"].split(" (")[0], "p": pvalue(e["p"]), "p_holm": pvalue(e.get("p_holm"))})
+    return rows, names
 
 
 def render_report(manifest: dict, summary: dict, task_labels: dict[str, list[str]]) -> str:
