@@ -44,3 +44,125 @@ def plot_rates(summary: dict, transforms: list[str], task: str, label: str, path
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _num(x) -> float:
+    """A summary value as a float; None (JSON null) and non-numbers become NaN."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_recovery_heatmap(summary: dict, tasks: list[str], transforms: list[str], path, title: str = ""):
+    """Task x transform heatmap of recovery (group "all"): diverging colours centred at 0, values (and the
+    recovery CI where summary.json has one) written in the cells, missing or undefined cells grey.
+
+    Returns ``path``, or None when summary.json has no recovery values to show."""
+    recs = {(r["task"], r["transform"]): r for r in summary.get("recovery") or [] if r.get("group", "all") == "all"}
+    tasks = [t for t in tasks if any((t, tr) in recs for tr in transforms)]
+    shown = [tr for tr in transforms if any((t, tr) in recs for t in tasks)]
+    if not tasks or not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+
+    values = np.full((len(tasks), len(shown)), np.nan)
+    for i, t in enumerate(tasks):
+        for j, tr in enumerate(shown):
+            r = recs.get((t, tr))
+            if r is not None and r.get("note") != "baseline":
+                values[i, j] = _num(r.get("recovery"))
+    finite = values[np.isfinite(values)]
+    limit = min(2.0, max(1.0, float(np.abs(finite).max()) if finite.size else 1.0))
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#d9d9d9")
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.0 * len(shown) + 2.4), 1.3 + 0.8 * len(tasks)), dpi=120)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
+    for i, t in enumerate(tasks):
+        for j, tr in enumerate(shown):
+            r = recs.get((t, tr))
+            v = values[i, j]
+            if r is None:
+                text, colour = "n/a", "#555555"
+            elif r.get("note") == "baseline":
+                text, colour = "baseline", "#555555"
+            elif not math.isfinite(v):
+                text, colour = "undefined", "#555555"
+            else:
+                text = f"{v:.2f}"
+                ci = r.get("ci")
+                if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(math.isfinite(_num(c)) for c in ci):
+                    text += f"\n[{_num(ci[0]):.2f}, {_num(ci[1]):.2f}]"
+                colour = "white" if abs(v) > 0.6 * limit else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8.5, color=colour)
+    ax.set_xticks(range(len(shown)), [display_name(tr) for tr in shown], rotation=20, ha="right", fontsize=9)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=9)
+    ax.set_xticks(np.arange(-0.5, len(shown)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(tasks)), minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    cbar.set_label("recovery", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    ax.set_title(title or "Recovery (ft_T - ft_en) / (pt_en - ft_en), 95% CI where computed\n"
+                 "0 = no change, 1 = back at the pretrained English rate; grey = not run or undefined", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_probe(summary: dict, task: str, transforms: list[str], path, title: str = "", label: str = "icl"):
+    """Per transform, for each model: mean probe P(ICL) with its interval next to the greedy ``label``
+    rate with its Wilson interval (hatched). Returns ``path``, or None when summary.json has no probe rows for
+    ``task``."""
+    probe = {(r["model"], r["transform"]): r for r in summary.get("probe") or []
+             if r.get("task") == task and r.get("group", "all") == "all"}
+    shown = [t for t in transforms if ("pretrained", t) in probe or ("finetuned", t) in probe]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {(r["model"], r["transform"]): r for r in summary.get("rows") or []
+            if r.get("task") == task and r.get("group") == "all"}
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(shown) + 1.8), 3.8), dpi=120)
+    width = 0.2
+    bars = [("pretrained", "probe"), ("pretrained", "greedy"), ("finetuned", "probe"), ("finetuned", "greedy")]
+    for j, (model, kind) in enumerate(bars):
+        xs, ys, lo, hi = [], [], [], []
+        for i, t in enumerate(shown):
+            if kind == "probe":
+                r = probe.get((model, t))
+                v = r and (_num(r.get("mean")), _num(r.get("lo")), _num(r.get("hi")))
+            else:
+                r = rows.get((model, t))
+                v = r and label in r["rates"] and tuple(_num(r["rates"][label].get(k)) for k in ("rate", "lo", "hi"))
+            if not v or not math.isfinite(v[0]):
+                continue
+            xs.append(i + (j - 1.5) * width)
+            ys.append(100 * v[0])
+            lo.append(100 * max(0.0, v[0] - v[1]) if math.isfinite(v[1]) else 0.0)
+            hi.append(100 * max(0.0, v[2] - v[0]) if math.isfinite(v[2]) else 0.0)
+        name = model.replace("finetuned", "fine-tuned")
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2.5, color=COLOURS[model],
+               alpha=1.0 if kind == "probe" else 0.55, hatch="" if kind == "probe" else "///", edgecolor="white",
+               label=f"{name}: mean P({label.upper()}) (probe)" if kind == "probe" else f"{name}: greedy {label} rate")
+    ax.set_xticks(range(len(shown)), [display_name(t) for t in shown], rotation=20, ha="right")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 128)  # room for the legend above 100 %
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title(title or f"{task}: probe P({label.upper()}) = p({label}) / (p(icl) + p(if)) vs greedy {label} rate "
+                 "(95% intervals)", fontsize=9)
+    ax.legend(frameon=False, fontsize=7, ncol=2, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
