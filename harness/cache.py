@@ -5,6 +5,11 @@ generation-affecting model options, sampling parameters and the exact final
 prompt. Each batch is committed as soon as it completes, so a killed run
 loses at most the batch in flight. Failures are *not* cached: a re-run
 retries them.
+
+The same file holds a ``loglikelihoods`` table for the task-inference probe
+(:mod:`harness.probe`): ``log p(continuation | context)`` keyed by the model
+key, the exact context and the exact continuation (:func:`ll_key`), committed
+per batch in the same way.
 """
 from __future__ import annotations
 
@@ -21,6 +26,12 @@ def cache_key(model_key: dict[str, Any], sampling: dict[str, Any], prompt: str) 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def ll_key(model_key: dict[str, Any], context: str, continuation: str) -> str:
+    """Cache key of one log-likelihood request (disjoint from :func:`cache_key` by the leading tag)."""
+    blob = json.dumps(["loglikelihood", model_key, context, continuation], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 class GenerationCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -31,6 +42,11 @@ class GenerationCache:
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS generations ("
             " key TEXT PRIMARY KEY, model TEXT, sampling TEXT, prompt TEXT, response TEXT, created REAL)"
+        )
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS loglikelihoods ("
+            " key TEXT PRIMARY KEY, model TEXT, context TEXT, continuation TEXT, logprob REAL, greedy INTEGER,"
+            " created REAL)"
         )
         self.con.commit()
 
@@ -50,6 +66,26 @@ class GenerationCache:
             self.con.executemany(
                 "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?)",
                 [(*r, now) for r in rows],
+            )
+
+    # -- log-likelihoods (the probe) ---------------------------------------------
+    def get_ll_many(self, keys: Iterable[str]) -> dict[str, tuple[float, bool]]:
+        """Cached ``(sum logprob, is_greedy)`` for those of ``keys`` that are stored."""
+        keys = list(keys)
+        out: dict[str, tuple[float, bool]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key, logprob, greedy FROM loglikelihoods WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update({k: (float(lp), bool(g)) for k, lp, g in self.con.execute(q, chunk).fetchall()})
+        return out
+
+    def put_ll_many(self, rows: Iterable[tuple[str, str, str, str, float, bool]]) -> None:
+        """rows: (key, model_json, context, continuation, logprob, greedy); committed at once."""
+        now = time.time()
+        with self.con:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO loglikelihoods VALUES (?,?,?,?,?,?,?)",
+                [(k, m, c, cont, float(lp), int(bool(g)), now) for k, m, c, cont, lp, g in rows],
             )
 
     def __len__(self) -> int:

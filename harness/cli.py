@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", metavar="ID", help="run folder name (default: tasks plus a hash of the spec)")
     r.add_argument("--cache", metavar="FILE", help="generation cache file (default <user cache>/generations.sqlite)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--no-probe", action="store_true",
+                   help="skip the task-inference probe (log-likelihoods of the ICL vs instruction-following answers)")
 
     rep = sub.add_parser("report", help="re-render report.md and summary.json of a run without generating",
                          description="Rebuild summary.json and report.md from samples.jsonl. Nothing is generated.")
@@ -327,7 +329,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
 
     spec = _spec_from_args(a)
-    run_dir = run(spec, progress=not a.no_progress, log=lambda msg: print(f"[conjugate] {msg}", file=sys.stderr))
+    run_dir = run(spec, progress=not a.no_progress, log=lambda msg: print(f"[conjugate] {msg}", file=sys.stderr),
+                  probe=not a.no_probe)
     import json
 
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -7,6 +7,9 @@
 2. ``generate``: per model, look every final prompt up in the generation
    cache; load the backend only if something is missing; generate the rest in
    batches, committing each batch to the cache as it completes.
+   Right after a model generates (its backend still open), the task-inference
+   probe (:mod:`harness.probe`) scores the two competing continuations of
+   tasks that define them, from the cache where it can.
 3. ``finish``: apply ``inverse``, score, aggregate, and write
    ``manifest.json``, ``samples.jsonl``, ``summary.json`` and ``report.md``
    atomically into ``results/<run-id>/``.
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+from . import probe as probing
 from .cache import GenerationCache, cache_key
 from .errors import ConjugateError
 from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text, package_versions, read_jsonl
@@ -261,8 +265,11 @@ def lookup(mkey: dict[str, Any], samples: list[Sample], sampling: dict[str, Samp
 
 
 def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], found: Lookup, spec: RunSpec,
-                       cache: GenerationCache, progress: bool, pool: BackendPool) -> dict[str, int]:
-    """Fill ``response`` of one model's samples (cache key ``mkey``) from cache or the backend."""
+                       cache: GenerationCache, progress: bool, pool: BackendPool, release: bool = True) -> dict[str, int]:
+    """Fill ``response`` of one model's samples (cache key ``mkey``) from cache or the backend.
+
+    ``release``: close the backend when done (False: the caller releases it, after the probe).
+    """
     if found.missing:  # the other model may have just generated them (same weights and options)
         found.hits.update(cache.get_many({k: found.uniq[k] for k in found.missing}))
     todo, sample_keys, uniq, hits = found.todo, found.sample_keys, found.uniq, found.hits
@@ -300,7 +307,8 @@ def generate_for_model(role: str, ms: ModelSpec, mkey: dict[str, Any], found: Lo
                     bar.update(len(batch))
             bar.close()
         finally:
-            pool.release(role)
+            if release:
+                pool.release(role)
     for s, k in zip(todo, sample_keys):
         if k in results:
             s.response = results[k]
@@ -382,8 +390,15 @@ def _versions() -> dict[str, str]:
 
 def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: dict[str, Task]) -> dict:
     task_labels = {name: list(t.labels) for name, t in tasks.items()}
-    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()},
-                        {n: t.primary_label for n, t in tasks.items()}, manifest["spec"]["transforms"])
+    primary = {n: t.primary_label for n, t in tasks.items()}
+    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"])
+    try:
+        summary.update(probing.probe_summary(samples, summary, primary))
+    except Exception as exc:  # the probe is an extra: never lose a run over it
+        summary.update({"probe": [], "probe_correlation": []})
+        note = f"probe summary failed: {type(exc).__name__}: {exc}"
+        if note not in manifest.setdefault("notes", []):
+            manifest["notes"].append(note)
     manifest["task_labels"] = task_labels
     manifest["primary_labels"] = {n: t.primary_label for n, t in tasks.items()}
     atomic_write_jsonl(run_dir / "samples.jsonl", (s.to_json() for s in samples))
@@ -396,14 +411,27 @@ def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: d
             os.replace(tmp, png)
             plots[name] = png.name
     manifest["plots"] = plots
+    from .html import write_html
+
+    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
+        if (run_dir / extra).exists():
+            (run_dir / extra).unlink()  # written afresh by write_html when there is something to plot
+    write_html(run_dir, manifest, summary, samples)
+    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
+        if (run_dir / extra).exists():
+            plots[extra.removesuffix(".png")] = extra
     atomic_write_text(run_dir / "report.md", render_report(manifest, summary, task_labels))
     atomic_write_json(run_dir / "manifest.json", manifest)  # last: its presence marks a complete run
     return summary
 
 
 def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSpec], Any] | None = None,
-        log: Callable[[str], None] | None = None) -> Path:
-    """Run ``spec`` end to end; return the run folder. Bad input raises before anything is written."""
+        log: Callable[[str], None] | None = None, probe: bool = True) -> Path:
+    """Run ``spec`` end to end; return the run folder. Bad input raises before anything is written.
+
+    ``probe``: also run the task-inference probe (log-likelihoods of the two
+    competing continuations of tasks that define them; :mod:`harness.probe`).
+    """
     started = time.time()
     keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
     p = plan(spec, make_context(spec, progress))
@@ -414,13 +442,47 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = GenerationCache(spec.cache or cache_root() / "generations.sqlite")
     gen_counts = {}
+    probe_info: dict[str, Any] = {"enabled": probe}
     pool = None
     try:
         found = {role: lookup(keys[role], [s for s in p.samples if s.model == role], p.sampling, cache) for role in ROLES}
-        pool = BackendPool(spec, backend_factory, needed={r for r in ROLES if found[r].missing})
+        probe_found, probe_cls = {}, {}
+        try:
+            conts, probe_notes = probing.continuations(p.samples, p.tasks, p.transforms) if probe else ({}, [])
+            p.notes.extend(probe_notes)
+            if conts:
+                for role in ROLES:
+                    probe_found[role] = probing.lookup(keys[role], [s for s in p.samples if s.model == role], conts, cache)
+                    probe_cls[role] = None if backend_factory else BACKENDS.entry(getattr(spec, role).backend).load()
+        except Exception as exc:  # the probe is an extra: never lose a run over it
+            probe_found = {}
+            p.notes.append(f"probe skipped: {type(exc).__name__}: {exc}")
+        needed = {r for r in ROLES if found[r].missing or (
+            r in probe_found and probe_found[r].missing
+            and (probe_cls[r] is None or probing.supports_loglikelihood(probe_cls[r])))}
+        pool = BackendPool(spec, backend_factory, needed=needed)
         for role in ROLES:
-            gen_counts[role] = generate_for_model(role, getattr(spec, role), keys[role], found[role], spec, cache,
-                                                  progress, pool)
+            ms = getattr(spec, role)
+            try:
+                gen_counts[role] = generate_for_model(role, ms, keys[role], found[role], spec, cache, progress, pool,
+                                                      release=False)
+                if role in probe_found:
+                    size = spec.batch_size or getattr(probe_cls[role], "default_batch_size", None) or 32
+                    if log and probe_found[role].missing:
+                        log(f"probe {role}: scoring up to {len(probe_found[role].missing)} continuations")
+                    try:
+                        probe_info[role], notes = probing.probe_for_model(
+                            role, ms, keys[role], probe_found[role], cache, pool, size, probe_cls[role], progress)
+                    except Exception as exc:
+                        probe_info[role] = {"skipped": f"{type(exc).__name__}: {exc}"}
+                        notes = [f"probe failed for {role} ({ms.name}): {type(exc).__name__}: {exc}"]
+                    p.notes.extend(notes)
+                    c = probe_info[role]
+                    if log and c.get("computed"):
+                        log(f"probe {role}: {c['computed']} log-likelihoods computed, {c['cached']} from cache "
+                            f"({c['seconds']} s)")
+            finally:
+                pool.release(role)
     finally:
         if pool is not None:
             pool.close_all()
@@ -442,6 +504,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         "sampling": {n: s.key() for n, s in p.sampling.items()},
         "models": {role: {"spec": getattr(spec, role).to_dict(), "identity": keys[role]["identity"]} for role in ROLES},
         "generation": gen_counts,
+        "probe": probe_info,
         "backends": pool.described,
         "translation": translation,
         "notes": p.notes,

@@ -66,6 +66,19 @@ class Task(ABC):
         """
         return False
 
+    def probe_continuations(self, reference: dict) -> "dict[str, str] | None":
+        """Two competing continuations of the prompt for the task-inference probe, or None (the default).
+
+        ``{"icl": " WHAT", "if": " 10"}``: the first key names the behaviour the
+        probe measures (normally :attr:`primary_label`); :mod:`harness.probe`
+        scores ``log p(continuation | prompt)`` of both and reports
+        ``p_<first> = p(first) / (p(first) + p(second))``. Write them in the
+        rendering's language and with the whitespace a response starts with;
+        for prompts a transform's ``forward`` produced, the runner applies the
+        same ``forward`` to the continuations.
+        """
+        return None
+
     def translatable_texts(self, seed: int = 0, limit: int | None = None) -> list[str]:
         """The English texts ``conjugate translate --task`` puts in a pack: by default every rendered prompt."""
         exs = self.examples(seed)

@@ -259,6 +259,18 @@ class IclVsIf(Task):
         reference = {"icl_answer": first, "if_answer": if_answer, "query": query, "query_type": d["query_type"]}
         return Rendered(prompt=prompt, reference=reference, rendering=rendering)
 
+    def probe_continuations(self, reference: dict) -> dict[str, str] | None:
+        """The ICL answer and the instruction-following answer, each after one space.
+
+        The prompt ends with ``Output:`` (no trailing space) and the models'
+        responses start with a space (``" WHAT IS"``, ``" 10"``), so the
+        continuations do too. Both are in the rendering's language already.
+        """
+        icl, if_ = reference.get("icl_answer"), reference.get("if_answer")
+        if not icl or not if_:
+            return None
+        return {"icl": " " + icl, "if": " " + if_}
+
     def score(self, response: str, reference: dict) -> Score:
         text = re.sub(r"_{2,}", BLANK, response.lstrip())
         if _starts_with(text, reference["icl_answer"]):
