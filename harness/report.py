@@ -77,6 +77,9 @@ TEMPLATE = """# conjugate report: {{ run_id }}
 {% for note in notes %}
 > {{ note }}
 {% endfor %}
+{% if plots.get("recovery-heatmap") %}
+![recovery by task and conjugate]({{ plots["recovery-heatmap"] }})
+{% endif %}
 {% for t in tables %}
 ## {{ t.task }}: {{ t.label }} rate by conjugate
 
@@ -108,6 +111,22 @@ cell; resamples where recovery is undefined are dropped{% if t.ci_dropped %}, {{
 {% for r in t.by_group %}| {{ r.name }} | {% for v in r.cells %}{{ v }} | {% endfor %}
 {% endfor %}
 {% endif %}
+{% if t.probe %}
+### Task-inference probe: P({{ t.probe_target }})
+
+P(ICL) = p(icl) / (p(icl) + p(if)) from the log-likelihoods of the two competing answers, per sample;
+mean in % with 95% intervals ({{ t.probe_method }}); next to it, the greedy {{ t.label }} rate.
+{% if plots.get(t.task ~ "-probe") %}
+![{{ t.task }} probe]({{ plots[t.task ~ "-probe"] }})
+{% endif %}
+| Conjugate | Pretrained P(ICL) | Fine-tuned P(ICL) | Greedy {{ t.label }} pt / ft |
+|---|---|---|---|
+{% for r in t.probe %}| {{ r.name }} | {{ r.pt }} | {{ r.ft }} | {{ r.greedy }} |
+{% endfor %}
+{% for c in t.probe_corr %}
+{{ c }}
+{% endfor %}
+{% endif %}
 {% if t.agreement %}
 ### Agreement with the pretrained model
 
@@ -135,6 +154,39 @@ Holm p: Holm-adjusted within each kind of comparison of this task.
 {% endfor %}
 Made by `conjugate report`; samples are in `samples.jsonl`, numbers in `summary.json`.
 """
+
+
+def probe_rows(summary: dict, task: str, transforms: list[str], idx: dict, label: str):
+    """Rows of the probe table and sentences on its correlation with greedy rates (empty without a probe)."""
+    probe = {(p["model"], p["transform"]): p for p in summary.get("probe") or []
+             if p["task"] == task and p.get("group", "all") == "all"}
+    if not probe:
+        return [], [], "", ""
+    rows = []
+    for tr in transforms:
+        pt, ft = probe.get(("pretrained", tr)), probe.get(("finetuned", tr))
+        if not (pt or ft):
+            continue
+        g = [idx.get((m, task, tr, "all")) for m in ("pretrained", "finetuned")]
+        rows.append({"name": display_name(tr),
+                     "pt": ci({"rate": pt["mean"], "lo": pt["lo"], "hi": pt["hi"]}) if pt else "—",
+                     "ft": ci({"rate": ft["mean"], "lo": ft["lo"], "hi": ft["hi"]}) if ft else "—",
+                     "greedy": " / ".join(pct(r["rates"][label]["rate"]) if r else "—" for r in g)})
+    corr = []
+    for c in summary.get("probe_correlation") or []:
+        if c["task"] != task or c.get("spearman") is None:
+            continue
+        line = (f"Spearman correlation of mean P(ICL) with the greedy {label} rate over {c['n_cells']} "
+                f"(model, conjugate) cells: rho = {c['spearman']:.2f} (p = {c['p']:.2g}).")
+        for m in c.get("by_model") or []:
+            if m.get("spearman") is not None:
+                line += f" Within {m['model']}: rho = {m['spearman']:.2f} (p = {m['p']:.2g}, {m['n_cells']} cells)."
+        pe = c.get("per_example") or {}
+        if pe.get("spearman") is not None:
+            line += f" Per sample (P(ICL) vs greedy outcome = {label}): rho = {pe['spearman']:.2f}, n = {pe['n']}."
+        corr.append(line)
+    first = next(iter(probe.values()))
+    return rows, corr, first.get("target", "icl").upper(), first.get("ci_method", "bootstrap")
 
 
 def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, list[str]]) -> list[dict]:
@@ -184,6 +236,7 @@ def build_tables(summary: dict, transforms: list[str], task_labels: dict[str, li
                 a, b = idx.get(("pretrained", task, tr, g)), idx.get(("finetuned", task, tr, g))
                 vals.append(f"{pct(a['rates'][label]['rate']) if a else '—'} / {pct(b['rates'][label]['rate']) if b else '—'}")
             t["by_group"].append({"name": name, "cells": vals})
+        t["probe"], t["probe_corr"], t["probe_target"], t["probe_method"] = probe_rows(summary, task, transforms, idx, label)
         t["agreement"] = agreement_rows(summary, task, transforms)
         t["tests"], t["test_names"] = paired_test_rows(summary, task, transforms)
         tables.append(t)
