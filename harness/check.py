@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConjugateError
+from .metrics import wilson
 
 BASELINE_FORMAT = "conjugate-baseline"
 BASELINE_VERSION = 1
 DEFAULT_MAX_DROP = 0.05
 DEFAULT_ALPHA = 0.05
-Z95 = 1.959963984540054
 EPS = 1e-9  # rates are k/n; differences within EPS are equal (0.65 - 0.05 must not read as 0.6000000000000001)
 MODELS = ("finetuned", "pretrained")
 
@@ -332,17 +332,6 @@ def load_baseline(path_str: str) -> Baseline:
 
 
 # -- statistics -------------------------------------------------------------------------------------
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for k successes in n trials (as in harness.metrics)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
-
 
 def _log_comb(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)

@@ -59,24 +59,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # -- statistics -----------------------------------------------------------------------------
 
-def _binom_two_sided_half(k: int, n: int) -> float:
-    """min(1, 2 P(X <= k)), X ~ Binomial(n, 1/2), exactly (only when harness.stats is not there)."""
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(0, min(k, n) + 1))
-    return min(1.0, 2 * tail / 2 ** n)
-
-
 def mcnemar(a_only: int, b_only: int) -> tuple[str, float]:
     """(test name, two-sided p) of McNemar's exact test from the discordant pairs."""
-    try:
-        from .stats import mcnemar as stats_mcnemar
-    except ImportError:
-        stats_mcnemar = None
-    if stats_mcnemar is not None:
-        r = stats_mcnemar(a_only, b_only)
-        return r.test, float(r.p)
-    return "McNemar exact (two-sided binomial on discordant pairs)", _binom_two_sided_half(min(a_only, b_only), a_only + b_only)
+    from .stats import mcnemar as exact  # imported here: `conjugate --help` stays light
+
+    r = exact(a_only, b_only)
+    return r.test, float(r.p)
 
 
 def two_proportion(k1: int, n1: int, k2: int, n2: int) -> float | None:
@@ -92,19 +80,9 @@ def two_proportion(k1: int, n1: int, k2: int, n2: int) -> float | None:
 
 
 def holm(ps: list[float | None]) -> list[float | None]:
-    try:
-        from .stats import holm as stats_holm
-    except ImportError:
-        stats_holm = None
-    if stats_holm is not None:
-        return stats_holm(ps)
-    idx = sorted((i for i, p in enumerate(ps) if p is not None and not math.isnan(p)), key=lambda i: ps[i])
-    out: list[float | None] = [None] * len(ps)
-    running = 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (len(idx) - rank) * ps[i]))
-        out[i] = running
-    return out
+    from .stats import holm as adjust
+
+    return adjust(ps)
 
 
 # -- the comparison -------------------------------------------------------------------------

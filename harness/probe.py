@@ -326,15 +326,9 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, floa
         return None, None, f"only {len(x)} points"
     if len(set(x)) < 2 or len(set(y)) < 2:
         return None, None, "one side is constant"
-    try:
-        from .stats import spearman as _spearman
+    from .stats import spearman as _spearman
 
-        rho, p = _spearman(x, y)
-    except ImportError:  # pragma: no cover
-        from scipy.stats import spearmanr
-
-        res = spearmanr(x, y)
-        rho, p = float(res.statistic), float(res.pvalue)
+    rho, p = _spearman(x, y)
     if not math.isfinite(rho):
         return None, None, "undefined"
     return float(rho), (float(p) if math.isfinite(p) else None), ""
