@@ -68,3 +68,26 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from an HTTP ``Retry-After`` header (seconds or an HTTP date), at least 0; None if absent or unreadable."""
+    import email.utils
+    import math
+    import time
+
+    if not value:
+        return None
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        secs = when.timestamp() - time.time()
+    if not math.isfinite(secs):  # "nan" and "inf" parse as floats
+        return None
+    return max(0.0, secs)

@@ -48,17 +48,15 @@ stops when both backends are closed.
 from __future__ import annotations
 
 import difflib
-import email.utils
 import json
-import math
 import os
 import random
 import shlex
 import threading
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.io import parse_retry_after
 from harness.backend import Backend, Failed
 from harness.errors import ConfigError, ModelLoadError
 from harness.models import ModelSpec, adapter_folder, folder_sha256, hub_commit, local_folder
@@ -542,21 +540,8 @@ def _retryable(status: int) -> bool:
 
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (seconds or an HTTP date), capped; None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        secs = when.timestamp() - time.time()
-    if not math.isfinite(secs):  # "nan" and "inf" parse as floats
-        return None
-    return max(0.0, min(MAX_RETRY_AFTER, secs))
+    secs = parse_retry_after(value)
+    return None if secs is None else min(MAX_RETRY_AFTER, secs)
 
 
 def _message(r) -> str:

@@ -35,18 +35,16 @@ A subclass names the deep-translator class and how to build it; see
 from __future__ import annotations
 
 import difflib
-import email.utils
 import html
 import importlib
-import math
 import os
 import re
 import threading
-import time
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 from typing import Any, ClassVar, Sequence
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
+from harness.io import parse_retry_after
 from harness.mt.provider import Provider, ProviderError, TranslationError
 
 EXCERPT_CHARS = 200
@@ -133,25 +131,6 @@ def install_shim(module_name: str) -> None:
             raise RuntimeError(f"{module_name} has no module-level `requests`; deep-translator changed")
         if not isinstance(current, RequestsShim):
             mod.requests = RequestsShim(current)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        secs = when.timestamp() - time.time()
-    if not math.isfinite(secs):
-        return None
-    return max(0.0, secs)
 
 
 def body_excerpt(response: Any, limit: int = EXCERPT_CHARS) -> str:
