@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .cli import _csv
 from .errors import ConjugateError
 from .metrics import wilson
 
@@ -56,9 +57,6 @@ examples:
 exit codes: 0 pass, 1 regression (or a baseline cell missing from the run), 2 usage error.
 """
 
-
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli import _csv
 from .errors import ConfigError, ConjugateError
 
 N_BOOTSTRAP = 2000
@@ -900,9 +901,6 @@ def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
 
 
 # -- command line ----------------------------------------------------------------
-
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def _positive(s: str) -> int:
