@@ -11,7 +11,7 @@ Prints:
    each task's own sampling. Output tokens are counted with the model's
    tokenizer; model load and server start are excluded; each side is warmed up
    on one batch first. Also whether the three produce the same text.
-2. **harness end-to-end / raw ``LLM.generate``**: ``harness.runner.run`` with
+2. **harness end-to-end / raw ``LLM.generate``**: ``harness.pipeline.runner.run`` with
    the vllm backend (fresh generation cache and results folder; pretrained and
    finetuned the same model, so the second role is served from the cache as in
    bench/overhead.py) versus one ``LLM.generate`` call per sampling setting on
@@ -38,9 +38,9 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec  # noqa: E402
-from harness.runner import plan, run  # noqa: E402
-from harness.spec import RunSpec  # noqa: E402
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec  # noqa: E402
+from harness.pipeline.runner import plan, run  # noqa: E402
+from harness.pipeline.spec import RunSpec  # noqa: E402
 from harness.types import Sampling  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def warm(backend, groups) -> None:
 RSS_CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[2])
-from harness.models import DEFAULT_PRETRAINED as P, DEFAULT_FINETUNED as F, ModelSpec
+from harness.pipeline.models import DEFAULT_PRETRAINED as P, DEFAULT_FINETUNED as F, ModelSpec
 from harness.backends.vllm import VLLMBackend, merged_folder
 from harness.types import Sampling
 mode = sys.argv[1]
@@ -144,7 +144,7 @@ def main() -> int:
     from harness.backends.vllm import VLLMBackend
 
     if args.tiny:
-        from harness.tiny import build_tiny_llama
+        from harness.training.tiny import build_tiny_llama
 
         ms = ModelSpec(name="tiny", model=str(build_tiny_llama(Path(tempfile.gettempdir()) / "conjugate-bench-tiny")))
     else:

@@ -33,8 +33,8 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
 
     from harness.backends.hf import load_hf
-    from harness.finetune import FinetuneConfig, _batches, encode_example, load_examples, response_loss
-    from harness.models import ModelSpec
+    from harness.training.finetune import FinetuneConfig, _batches, encode_example, load_examples, response_loss
+    from harness.pipeline.models import ModelSpec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per method (default 20)")

@@ -3,7 +3,7 @@
 
 Usage: ``python bench/forgetting_steps.py [--steps 5,10,20,40,80,160] [--lr 2e-3] [--out DIR] [--threads 1]``
 
-The tiny Llama of the tests (:mod:`harness.tiny`) with its embeddings scaled by
+The tiny Llama of the tests (:mod:`harness.training.tiny`) with its embeddings scaled by
 0.25, so that its next-token entropy on English is about 4 nats (the original
 is nearly deterministic, entropy ~0, which makes CE and KL the same thing).
 Each step count is its own `conjugate finetune` run on a small arithmetic
@@ -52,8 +52,8 @@ def main() -> int:
         torch.set_num_threads(a.threads)
 
     from harness.cli import main as cli
-    from harness.finetune import FinetuneConfig, train
-    from harness.tiny import build_tiny_llama
+    from harness.training.finetune import FinetuneConfig, train
+    from harness.training.tiny import build_tiny_llama
 
     base = root / "tiny-soft"
     if not (base / "config.json").exists():

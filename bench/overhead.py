@@ -3,14 +3,14 @@
 Usage: ``python bench/overhead.py [--limit N] [--batch-size B] [--tiny] [--model M] ...``
 
 All three sides run in ONE process on the SAME final prompts (the harness's
-own, from ``harness.runner.plan``) with the same model, batch size, greedy
+own, from ``harness.pipeline.runner.plan``) with the same model, batch size, greedy
 decoding and ``max_new_tokens``:
 
 * **raw batched**: our own transformers model + tokenizer loaded from
-  ``harness.models.local_folder``; prompts sorted by length like the runner,
+  ``harness.pipeline.models.local_folder``; prompts sorted by length like the runner,
   tokenised per batch, BOS prepended exactly when the harness does, left
   padded, ``model.generate`` under ``torch.inference_mode()``, decoded.
-* **harness end-to-end**: ``harness.runner.run(spec, progress=False)`` with a
+* **harness end-to-end**: ``harness.pipeline.runner.run(spec, progress=False)`` with a
   fresh empty generation cache and a fresh results folder. The fair choice:
   ``pretrained`` and ``finetuned`` are the *same* ModelSpec, so their cache
   keys are identical; the first role generates every prompt and the second
@@ -40,10 +40,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from harness.models import DEFAULT_PRETRAINED, ModelSpec, local_folder
+from harness.pipeline.models import DEFAULT_PRETRAINED, ModelSpec, local_folder
 from harness.registry import BACKENDS
-from harness.runner import plan, run
-from harness.spec import RunSpec
+from harness.pipeline.runner import plan, run
+from harness.pipeline.spec import RunSpec
 from harness.types import Sampling
 
 
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="conjugate-bench-") as tmp_s:
         tmp = Path(tmp_s)
         if args.tiny:
-            from harness.tiny import build_tiny_llama
+            from harness.training.tiny import build_tiny_llama
 
             ms = ModelSpec(name="tiny-llama", model=str(build_tiny_llama(tmp / "tiny")))
         elif args.model:

@@ -10,8 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-from .models import ModelSpec
-from .types import Sampling
+from harness.pipeline.models import ModelSpec
+from harness.types import Sampling
 
 
 @dataclass(frozen=True)

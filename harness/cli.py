@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ConjugateError
+from harness.errors import ConjugateError
 
 EPILOG_RUN = """\
 examples:
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="conjugate", description="Conjugate-prompting evaluation: does a fine-tuned model recover its "
                 "pretrained behaviour when the prompt is moved away from the fine-tuning distribution?")
-    from . import __version__
+    from harness import __version__
 
     p.add_argument("--version", action="version", version=f"conjugate {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example:\n  conjugate finetune --base pkg:gemma3-270m --data assistant-en --steps 400 "
                         "--out adapters/gemma3-270m-assistant-en",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .finetune import FinetuneConfig
+    from harness.training.finetune import FinetuneConfig
 
     d = FinetuneConfig.__dataclass_fields__
     ft.add_argument("--base", metavar="MODEL", help=f"hub ID, folder, .gguf or pkg:NAME (default {d['base'].default})")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: commands that live in their own module: each defines ``add_parser(subparsers)`` (adding one
 #: sub-parser named like the key, cheap to import: no torch at import time) and ``run(args) -> int``
-SUBCOMMANDS = {"compare": "harness.compare", "check": "harness.check", "forgetting": "harness.forgetting"}
+SUBCOMMANDS = {"compare": "harness.analysis.compare", "check": "harness.analysis.check", "forgetting": "harness.training.forgetting"}
 
 
 def _subcommand_modules():
@@ -179,8 +179,8 @@ def _subcommand_modules():
 
 
 def _spec_from_args(a: argparse.Namespace):
-    from .models import ModelSpec
-    from .spec import RunSpec
+    from harness.pipeline.models import ModelSpec
+    from harness.pipeline.spec import RunSpec
 
     base = RunSpec.from_yaml(a.config).to_dict() if a.config else {}
     if (a.pretrained is None) != (a.finetuned is None) and not a.config:
@@ -260,7 +260,7 @@ def _pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
 
 
 def _mt_from_args(provider: str | None, items: list[str], base: dict) -> dict:
-    from .context import MT_FIELDS
+    from harness.pipeline.context import MT_FIELDS
 
     mt = dict(base)
     if provider:
@@ -274,7 +274,7 @@ def _mt_from_args(provider: str | None, items: list[str], base: dict) -> dict:
 
 
 def cmd_translate(a: argparse.Namespace) -> int:
-    from .mt.pack import import_parallel, today, tool_version, write_pack
+    from harness.mt.pack import import_parallel, today, tool_version, write_pack
 
     if not a.out:
         raise ConjugateError("--out PACK.jsonl is required: the pack to write")
@@ -291,8 +291,8 @@ def cmd_translate(a: argparse.Namespace) -> int:
         return 0
     if not a.task or not a.to:
         raise ConjugateError("give --task NAME and --to LANG,LANG (or --import-parallel LANG=FILE ...)")
-    from .context import RunContext, check_mt
-    from .runner import create_task
+    from harness.pipeline.context import RunContext, check_mt
+    from harness.pipeline.runner import create_task
 
     mt = _mt_from_args(a.provider, a.mt_option, {})
     check_mt(mt, "--mt-option")
@@ -326,7 +326,7 @@ def cmd_translate(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .runner import run
+    from harness.pipeline.runner import run
 
     spec = _spec_from_args(a)
     run_dir = run(spec, progress=not a.no_progress, log=lambda msg: print(f"[conjugate] {msg}", file=sys.stderr),
@@ -343,7 +343,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
-    from .finetune import FinetuneConfig, train
+    from harness.training.finetune import FinetuneConfig, train
 
     kw = {k: getattr(a, k) for k in ("base", "data", "n_examples", "rank", "alpha", "target_modules", "steps", "lr",
                                      "batch_size", "max_len", "seed", "threads", "out", "save_every") if getattr(a, k) is not None}
@@ -354,14 +354,14 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from .runner import rerender
+    from harness.outputs.write import rerender
 
     print(rerender(a.run_dir, rescore=a.rescore) / "report.md")
     return 0
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from .registry import REGISTRIES
+    from harness.registry import REGISTRIES
 
     reg = REGISTRIES[a.kind]
     entries = reg.entries()

@@ -46,7 +46,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, object) for each non-blank line of a user JSONL file; bad JSON is a ConfigError."""
-    from .errors import ConfigError
+    from harness.errors import ConfigError
 
     for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
-from .errors import ConjugateError, UnknownNameError
+from harness.errors import ConjugateError, UnknownNameError
 
 T = TypeVar("T")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
-from .templating import render
-from .types import Example, Rendered, Sampling, Score
+from harness.templating import render
+from harness.types import Example, Rendered, Sampling, Score
 
 if TYPE_CHECKING:
-    from .backend import Failed
-    from .context import RunContext
+    from harness.backend import Failed
+    from harness.pipeline.context import RunContext
 
 #: translate English texts to one language: one result per text, the translation or a Failed with the reason
 Translator = Callable[[Sequence[str]], "list[str | Failed]"]
@@ -70,7 +70,7 @@ class Task(ABC):
         """Two competing continuations of the prompt for the task-inference probe, or None (the default).
 
         ``{"icl": " WHAT", "if": " 10"}``: the first key names the behaviour the
-        probe measures (normally :attr:`primary_label`); :mod:`harness.probe`
+        probe measures (normally :attr:`primary_label`); :mod:`harness.pipeline.probe`
         scores ``log p(continuation | prompt)`` of both and reports
         ``p_<first> = p(first) / (p(first) + p(second))``. Write them in the
         rendering's language and with the whitespace a response starts with;

@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import TemplateError
+from harness.errors import TemplateError
 
 _ENV = SandboxedEnvironment(
     undefined=jinja2.StrictUndefined,

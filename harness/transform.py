@@ -5,8 +5,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 if TYPE_CHECKING:
-    from .backend import Failed
-    from .context import RunContext
+    from harness.backend import Failed
+    from harness.pipeline.context import RunContext
 
 
 class Transform(ABC):
@@ -65,7 +65,7 @@ class Transform(ABC):
 
 
 def _each(fn, texts: Sequence[str], what: str) -> "list[str | Failed]":
-    from .backend import Failed
+    from harness.backend import Failed
 
     out: list = []
     for t in texts:

@@ -86,7 +86,7 @@ class Sample:
     detail: str = ""
     error: str | None = None
     cached: bool = False
-    #: task-inference probe (harness.probe): {"logp_icl", "logp_if", "p_icl"} (keys named after the task's
+    #: task-inference probe (harness.pipeline.probe): {"logp_icl", "logp_if", "p_icl"} (keys named after the task's
     #: two continuations); None when the task has none, the sample failed, or the backend has no log-likelihoods
     probe: dict[str, float] | None = None
 

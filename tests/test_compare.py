@@ -1,6 +1,6 @@
 """`conjugate compare RUN_A RUN_B`: known rates give known differences, a known McNemar p, clear errors.
 
-Both runs are crafted in tmp_path (samples -> harness.metrics.summarize -> summary.json), so no model is
+Both runs are crafted in tmp_path (samples -> harness.analysis.metrics.summarize -> summary.json), so no model is
 loaded and results/ is not needed.
 
 Run A and run B share 20 icl_vs_if examples. In the (identity, fine-tuned) cell A says ``icl`` on
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.compare import TWO_PROPORTION, compare_runs
-from harness.metrics import summarize
+from harness.analysis.compare import TWO_PROPORTION, compare_runs
+from harness.analysis.metrics import summarize
 from harness.types import Sample
 
 try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.finetune import FinetuneConfig, sha256_file
-from harness.models import DEFAULT_FINETUNED, adapter_folder
+from harness.training.finetune import FinetuneConfig, sha256_file
+from harness.pipeline.models import DEFAULT_FINETUNED, adapter_folder
 
 ADAPTER = Path(__file__).resolve().parents[1] / "harness" / "adapters" / "gemma3-270m-assistant-en"
 

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from harness.io import read_jsonl
-from harness.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, SOURCE_META, local_folder, model_identity
-from harness.runner import run
-from harness.spec import RunSpec
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, SOURCE_META, local_folder, model_identity
+from harness.pipeline.runner import run
+from harness.pipeline.spec import RunSpec
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_gguf_is_converted_once_and_gemma_gets_bos():
     b = HFBackend(DEFAULT_PRETRAINED)
     assert b.encode("Hello")[0] == b.tok.bos_token_id  # Gemma needs BOS; the GGUF header says so
     b.close()
-    from harness.models import ModelSpec
+    from harness.pipeline.models import ModelSpec
 
     _, smol_meta = local_folder(ModelSpec(name="smol", model="pkg:smollm2-135m-instruct"))
     assert smol_meta["add_bos_token"] is False

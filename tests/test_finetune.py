@@ -7,8 +7,8 @@ import random
 import pytest
 
 from harness.errors import ConfigError
-from harness.finetune import FinetuneConfig, encode_example, load_examples, train
-from harness.models import ModelSpec, model_identity
+from harness.training.finetune import FinetuneConfig, encode_example, load_examples, train
+from harness.pipeline.models import ModelSpec, model_identity
 from harness.types import Sampling
 
 from .conftest import run_cli
@@ -42,7 +42,7 @@ def test_training_lowers_loss_and_writes_artifacts(adapter):
     assert all(r["tokens"] > 0 for r in log)
     for name in ("adapter_model.safetensors", "adapter_config.json", "loss.png"):
         assert (adapter / name).stat().st_size > 0, name
-    from harness.finetune import sha256_file
+    from harness.training.finetune import sha256_file
 
     assert recipe["adapter_sha256"] == sha256_file(adapter / "adapter_model.safetensors")
 

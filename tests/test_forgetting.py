@@ -13,9 +13,10 @@ import pytest
 
 from harness.backend import Failed
 from harness.errors import ConjugateError
-from harness.forgetting import (PairScorer, bootstrap_weights, evaluate, fit_power_law, load_model, paragraphs,
-                                ratio_ci, shifted_power_law, split_chunks, steps_of, windows)
-from harness.models import ModelSpec
+from harness.analysis.stats import bootstrap_weights, ratio_ci
+from harness.training.forgetting import (PairScorer, evaluate, fit_power_law, load_model, paragraphs,
+                                         shifted_power_law, split_chunks, steps_of, windows)
+from harness.pipeline.models import ModelSpec
 from harness.transform import Transform
 
 from .conftest import run_cli

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.backends.hf import HFBackend, truncate_at_stop
-from harness.models import ModelSpec
+from harness.pipeline.models import ModelSpec
 from harness.types import Sampling
 
 from .conftest import run_cli

@@ -1,6 +1,6 @@
 """report.html: self-contained, escaped, every table number links to its samples, and it renders in Chromium.
 
-The run folder is crafted in tmp_path (manifest, summary from harness.metrics.summarize, samples), so
+The run folder is crafted in tmp_path (manifest, summary from harness.analysis.metrics.summarize, samples), so
 nothing here loads a model or depends on results/. The Chromium tests are skipped when no chromium is
 installed.
 """
@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from harness.errors import ConjugateError
-from harness.html import MAX_TEXT, write_html, write_html_for_run
-from harness.metrics import summarize
+from harness.outputs.html import MAX_TEXT, write_html, write_html_for_run
+from harness.analysis.metrics import summarize
 from harness.types import Sample
 
 TRANSFORMS = ["identity", "lang:fr", "leetspeak"]
@@ -284,7 +284,7 @@ def test_not_a_run_folder(tmp_path):
 
 
 def test_plots_return_none_without_data(tmp_path):
-    from harness.plots import plot_probe, plot_recovery_heatmap
+    from harness.outputs.plots import plot_probe, plot_recovery_heatmap
 
     assert plot_recovery_heatmap({"rows": []}, ["icl_vs_if"], TRANSFORMS, tmp_path / "h.png") is None
     assert plot_probe({"rows": []}, "icl_vs_if", TRANSFORMS, tmp_path / "p.png") is None

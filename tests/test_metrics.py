@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from harness.metrics import TINY_DENOMINATOR, rate_row, recovery, summarize, wilson
+from harness.analysis.metrics import TINY_DENOMINATOR, rate_row, recovery, summarize, wilson
 from harness.types import ERROR, Sample
 
 LABELS = ("icl", "if", "other")

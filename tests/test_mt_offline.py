@@ -271,7 +271,7 @@ def tiny_mt(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(autouse=True)
 def _isolated_hash_cache(tmp_path, monkeypatch):
-    # hf-mt's version hashes model folders through harness.models (memoised in the user cache)
+    # hf-mt's version hashes model folders through harness.pipeline.models (memoised in the user cache)
     monkeypatch.setenv("CONJUGATE_CACHE", str(tmp_path / "cache"))
 
 

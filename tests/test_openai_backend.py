@@ -24,7 +24,7 @@ import pytest
 from harness.backend import Failed
 from harness.backends.openai import OpenAIBackend, _retry_after, parse_options
 from harness.errors import ConfigError, ModelLoadError
-from harness.models import ModelSpec
+from harness.pipeline.models import ModelSpec
 from harness.types import ERROR, Sampling
 
 HOSTED = "some-hosted-model"  # not a path: a hosted model, prompts go as text (no tokenizer)
@@ -294,7 +294,7 @@ def test_malformed_response_is_failed(fake, backends):
 # -- 5: the server is not there, or goes away ------------------------------------------------------
 
 def test_unreachable_at_start_is_one_clear_error():
-    from harness.server import free_port
+    from harness.backends.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with pytest.raises(ModelLoadError) as e:
@@ -456,7 +456,7 @@ def test_chat_sampled_request_and_empty_content(fake, backends):
 def test_local_model_gets_token_ids_and_the_served_name(fake, backends, tiny_model):
     from transformers import AutoTokenizer
 
-    from harness.prompting import PromptEncoder
+    from harness.backends.prompting import PromptEncoder
 
     ms = ModelSpec(name="t", model=str(tiny_model), backend="openai", bos="always", options={"base_url": fake.url})
     b = backends(ms)
@@ -542,7 +542,7 @@ def test_hosted_model_cannot_take_a_local_tokenizer_policy():
 
 def test_runtime_options_do_not_change_the_cache_key(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from harness.runner import model_key
+    from harness.pipeline.runner import model_key
 
     a = spec("http://127.0.0.1:8000/v1", concurrency=2, timeout=30, max_retries=1, backoff=0.1)
     b = spec("http://10.0.0.5:9999/v1/", concurrency="16", timeout="5", api_key_env="X")
@@ -558,7 +558,7 @@ def test_runtime_options_do_not_change_the_cache_key(monkeypatch):
 
 
 def test_local_model_is_keyed_on_its_weights_whatever_serves_it(tmp_path):
-    from harness.runner import model_key
+    from harness.pipeline.runner import model_key
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -570,16 +570,16 @@ def test_local_model_is_keyed_on_its_weights_whatever_serves_it(tmp_path):
 
 
 def test_hosted_model_name_is_not_looked_up_on_the_hub(monkeypatch):
-    import harness.models
+    import harness.pipeline.models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     def boom(*a, **k):
         raise AssertionError("hub lookup")
 
-    monkeypatch.setattr(harness.models, "hub_commit", boom)
-    monkeypatch.setattr(harness.models, "_resolve_hub_commit", boom)
-    from harness.runner import model_key
+    monkeypatch.setattr(harness.pipeline.models, "hub_commit", boom)
+    monkeypatch.setattr(harness.pipeline.models, "_resolve_hub_commit", boom)
+    from harness.pipeline.runner import model_key
 
     for name in ("gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct", "accounts/fireworks/models/llama-v3p1-8b-instruct"):
         assert model_key(spec("https://api.example.com/v1", model=name))["identity"] == f"api:{name}"
@@ -589,8 +589,8 @@ def test_hosted_model_name_is_not_looked_up_on_the_hub(monkeypatch):
 
 def test_run_records_failed_requests_as_errors_and_a_rerun_generates_only_those(fake, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from harness.runner import plan, run
-    from harness.spec import RunSpec
+    from harness.pipeline.runner import plan, run
+    from harness.pipeline.spec import RunSpec
 
     pre = spec(fake.url, name="api", max_retries=0)
     ft = spec(fake.url, name="api-ft", served_model=f"{HOSTED}-ft", max_retries=0)  # its own cache key

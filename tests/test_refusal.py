@@ -8,8 +8,8 @@ import pytest
 from harness.errors import ConfigError
 from harness.io import read_jsonl
 from harness.registry import TASKS, TRANSFORMS
-from harness.runner import run
-from harness.spec import RunSpec
+from harness.pipeline.runner import run
+from harness.pipeline.spec import RunSpec
 from harness.tasks.refusal import Refusal, load_prompt_file
 
 from .conftest import SHARED
@@ -52,7 +52,7 @@ def test_leetspeak_and_piglatin_refusals_score_through_the_inverse(task):
 
 
 def test_default_prompts_are_the_held_out_split(task):
-    from harness.instruct_data import generate, refusal_prompts
+    from harness.training.instruct_data import generate, refusal_prompts
 
     assert task.prompts["en"] == refusal_prompts("test")
     trained = {r["instruction"] for r in generate(3000, seed=0)}

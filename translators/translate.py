@@ -54,7 +54,7 @@ class Translate(Transform):
     @property
     def service(self):
         if self._ctx is None:  # used outside a run (a notebook): default settings
-            from harness.context import RunContext
+            from harness.pipeline.context import RunContext
 
             self._ctx = RunContext()
         return self._ctx.translation

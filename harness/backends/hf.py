@@ -1,7 +1,7 @@
 """hf: Hugging Face transformers, in-process, batched.
 
 * Loads hub IDs, local folders and GGUF files (dequantised once, cached as
-  safetensors; see :func:`harness.models.gguf_to_folder`).
+  safetensors; see :func:`harness.pipeline.models.gguf_to_folder`).
 * Batched greedy (or sampled) generation with left padding, stop strings,
   dtype and thread count.
 * ``loglikelihood`` of continuations, computing the LM head only at the
@@ -13,8 +13,8 @@ from typing import Sequence
 
 from harness.backend import Backend
 from harness.errors import ModelLoadError
-from harness.models import ModelSpec, hub_commit, local_folder
-from harness.prompting import PromptEncoder, decide_bos, truncate_at_stop
+from harness.pipeline.models import ModelSpec, hub_commit, local_folder
+from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
 
 
@@ -48,7 +48,7 @@ def load_hf(spec: ModelSpec, threads: int | None = None, device: str | None = No
     if spec.adapter:
         from peft import PeftModel
 
-        from harness.models import adapter_folder
+        from harness.pipeline.models import adapter_folder
 
         try:
             model = PeftModel.from_pretrained(model, str(adapter_folder(spec))).merge_and_unload()

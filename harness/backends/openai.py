@@ -36,7 +36,7 @@ retrying: the rest of the batch, and later batches while one probe of
 Token prompts: for a model the harness has the tokenizer of (``server auto``,
 or a local folder / ``.gguf`` / ``pkg:`` model behind your own server), the
 completions endpoint gets token IDs built by
-:class:`harness.prompting.PromptEncoder`, so the model sees exactly what
+:class:`harness.backends.prompting.PromptEncoder`, so the model sees exactly what
 ``hf`` and ``vllm`` feed it (BOS policy, chat template; Gemma's BOS).
 Hosted models get the prompt text and tokenise server-side.
 
@@ -59,8 +59,8 @@ from typing import Any, Sequence
 from harness.io import parse_retry_after
 from harness.backend import Backend, Failed
 from harness.errors import ConfigError, ModelLoadError
-from harness.models import ModelSpec, adapter_folder, folder_sha256, hub_commit, local_folder
-from harness.prompting import PromptEncoder, decide_bos, truncate_at_stop
+from harness.pipeline.models import ModelSpec, adapter_folder, folder_sha256, hub_commit, local_folder
+from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
 
 OPTIONS: dict[str, type] = {
@@ -194,7 +194,7 @@ class _Shared:
 
 
 def _start_server(spec: ModelSpec, opts: dict[str, Any], lora: Path | None) -> _Shared:
-    from harness.server import VLLMServer
+    from harness.backends.server import VLLMServer
 
     folder, _ = local_folder(spec)  # GGUF and pkg: models go through the cached safetensors conversion
     revision = hub_commit(spec) if not _is_local(spec) else None

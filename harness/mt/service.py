@@ -24,10 +24,10 @@ from typing import Any, Sequence
 from harness.backend import Failed
 from harness.errors import ConfigError
 
-from .cache import TranslationCache
-from .pack import Pack
-from .provider import Provider, ProviderError, TranslationError
-from .text import DEFAULT_MARKERS, Segment, segments, split_sentences, strip_keep
+from harness.mt.cache import TranslationCache
+from harness.mt.pack import Pack
+from harness.mt.provider import Provider, ProviderError, TranslationError
+from harness.mt.text import DEFAULT_MARKERS, Segment, segments, split_sentences, strip_keep
 
 MAX_RETRY_AFTER = 60.0
 #: texts in a row that end in a connection error or timeout (after their retries) before the rest of a
@@ -36,7 +36,7 @@ UNREACHABLE_AFTER = 2
 
 
 def default_cache_path() -> Path:
-    from harness.models import cache_root
+    from harness.pipeline.models import cache_root
 
     return cache_root() / "translations.sqlite"
 

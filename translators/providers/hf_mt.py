@@ -205,7 +205,7 @@ class HFMT(Provider):
     def _hub_commit(self) -> str:
         if self._commit is None:
             from harness.errors import ConjugateError
-            from harness.models import ModelSpec, hub_commit
+            from harness.pipeline.models import ModelSpec, hub_commit
 
             try:
                 self._commit = hub_commit(ModelSpec(name="hf-mt", model=self.model_ref, revision=self.revision))
@@ -221,7 +221,7 @@ class HFMT(Provider):
         """``hub:ID@COMMIT`` or ``folder-sha256:HASH`` (weights, config, tokenizer), plus the transformers version."""
         if self._version is None:
             if self.folder is not None:
-                from harness.models import file_sha256, folder_sha256
+                from harness.pipeline.models import file_sha256, folder_sha256
 
                 h = hashlib.sha256(folder_sha256(self.folder).encode())
                 for p in sorted(self.folder.glob("*.spm")):  # Marian's sentencepiece models

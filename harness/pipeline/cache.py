@@ -7,7 +7,7 @@ loses at most the batch in flight. Failures are *not* cached: a re-run
 retries them.
 
 The same file holds a ``loglikelihoods`` table for the task-inference probe
-(:mod:`harness.probe`): ``log p(continuation | context)`` keyed by the model
+(:mod:`harness.pipeline.probe`): ``log p(continuation | context)`` keyed by the model
 key, the exact context and the exact continuation (:func:`ll_key`), committed
 per batch in the same way.
 """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ModelLoadError
-from .models import ModelSpec
+from harness.errors import ModelLoadError
+from harness.pipeline.models import ModelSpec
 
 
 def decide_bos(tok, policy: str, meta: dict) -> bool:

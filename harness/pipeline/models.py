@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelLoadError
+from harness.errors import ConfigError, ModelLoadError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 BOS_POLICIES = ("auto", "always", "never")

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError, ConjugateError
-from .io import atomic_write_json, atomic_write_text, iter_jsonl, package_versions
-from .models import ModelSpec
+from harness.errors import ConfigError, ConjugateError
+from harness.io import atomic_write_json, atomic_write_text, iter_jsonl, package_versions
+from harness.pipeline.models import ModelSpec
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -67,7 +67,7 @@ class FinetuneConfig:
 
 def load_examples(data: str, n: int, seed: int) -> list[dict[str, str]]:
     """Rows {instruction, response} from a JSONL file or a built-in generator."""
-    from .instruct_data import GENERATORS
+    from harness.training.instruct_data import GENERATORS
 
     if data in GENERATORS:
         return GENERATORS[data](n, seed=seed)
@@ -180,7 +180,7 @@ def train(cfg: FinetuneConfig, progress: bool = True, log: Callable[[str], None]
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    from .backends.hf import load_hf
+    from harness.backends.hf import load_hf
 
     out = Path(cfg.out)
     rows = load_examples(cfg.data, cfg.n_examples, cfg.seed)

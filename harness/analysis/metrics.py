@@ -4,7 +4,7 @@ summarize() returns:
 
 * ``rows``: per (model, task, transform, group) counts and Wilson rates for every label;
 * ``recovery``: per (task, transform, group) recovery of the primary label, with a percentile
-  bootstrap interval over examples (``ci``, ``ci_method``, ``ci_dropped``; see harness.stats);
+  bootstrap interval over examples (``ci``, ``ci_method``, ``ci_dropped``; see harness.analysis.stats);
 * ``agreement``: per (task, transform), how often the fine-tuned model's label under T equals the
   pretrained model's label under T, and under the baseline (English), on the same example;
 * ``tests``: paired tests on the primary label, between each transform and the baseline per model,
@@ -19,8 +19,8 @@ import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from . import stats
-from .types import ERROR, Sample
+from harness.analysis import stats
+from harness.types import ERROR, Sample
 
 Z95 = 1.959963984540054
 TINY_DENOMINATOR = 0.10  # |pt_en - ft_en| below this makes recovery unstable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .models import ModelSpec, gguf_to_folder, packaged_gguf
+from harness.pipeline.models import ModelSpec, gguf_to_folder, packaged_gguf
 
 
 def build_tiny_llama(folder: str | Path, seed: int = 0) -> Path:

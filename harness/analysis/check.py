@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .cli import _csv
-from .errors import ConjugateError
-from .metrics import wilson
+from harness.cli import _csv
+from harness.errors import ConjugateError
+from harness.analysis.metrics import wilson
 
 BASELINE_FORMAT = "conjugate-baseline"
 BASELINE_VERSION = 1
@@ -222,7 +222,7 @@ def _is_count(x: Any) -> bool:
 # -- baselines ------------------------------------------------------------------------------------
 
 def build_baseline(run: Run, tasks: list[str], transforms: list[str] | None, models: tuple[str, ...]) -> dict:
-    from . import __version__
+    from harness import __version__
 
     cells = []
     for task in tasks:
@@ -329,25 +329,6 @@ def load_baseline(path_str: str) -> Baseline:
     return Baseline(path, doc, cells)
 
 
-# -- statistics -------------------------------------------------------------------------------------
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def fisher_one_sided(k_now: int, n_now: int, k_base: int, n_base: int, worse: str) -> float:
-    """One-sided Fisher exact p-value that the current rate is lower (``worse="lower"``) or higher than the
-    baseline's, given both sets of counts (hypergeometric tail on the current successes)."""
-    total, succ = n_now + n_base, k_now + k_base
-    lo_x, hi_x = max(0, succ - n_base), min(succ, n_now)
-    denom = _log_comb(total, n_now)
-
-    def pmf(x: int) -> float:
-        return math.exp(_log_comb(succ, x) + _log_comb(total - succ, n_now - x) - denom)
-
-    xs = range(lo_x, k_now + 1) if worse == "lower" else range(k_now, hi_x + 1)
-    return min(1.0, sum(pmf(x) for x in xs))
-
 
 # -- selection ----------------------------------------------------------------------------------------
 
@@ -406,7 +387,7 @@ def resolve_transforms(wanted: list[str] | None, known: list[str], info, where: 
     """Transform ids for --transforms/--languages tokens: ids, language codes (fr, pt, en) or display names."""
     if wanted is None:
         return None
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     def aliases(t: str) -> set[str]:
         i = info(t)
@@ -496,6 +477,8 @@ def _pts(x: float) -> str:
 
 def compare_baseline(run: Run, base: Baseline, pairs, transforms, models, max_drop: float, direction: str,
                      significant: bool, alpha: float, allow_missing: bool) -> list[Cell]:
+    from harness.analysis.stats import fisher_one_sided  # numpy: not at import time (`--help` stays fast)
+
     cells: list[Cell] = []
     order = list(run.transforms) + [t for (_, t, _, _) in base.cells if t not in run.transforms]
     order = list(dict.fromkeys(order))
@@ -666,7 +649,7 @@ def summary_line(cells: list[Cell]) -> str:
 
 
 def render_table(cells: list[Cell], mode: str, color: bool) -> list[str]:
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     multi_model = len({c.model for c in cells}) > 1
     multi_label = len({(c.task, c.label) for c in cells}) > len({c.task for c in cells})
@@ -703,7 +686,7 @@ def render_table(cells: list[Cell], mode: str, color: bool) -> list[str]:
 def write_junit(path: str, cells: list[Cell], props: dict[str, Any]) -> None:
     import xml.etree.ElementTree as ET
 
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     failures = sum(c.failing for c in cells)
     skipped = sum((c.status in (NEW, SKIP)) or (c.status == MISSING and not c.failing) for c in cells)
@@ -947,7 +930,7 @@ def _baseline_notes(run: Run, base: Baseline, tasks) -> list[str]:
 
 
 def _write(path: Path, text: str, flag: str) -> None:
-    from .io import atomic_write_text
+    from harness.io import atomic_write_text
 
     if path.is_dir():
         raise ConjugateError(f"{flag} {path}: is a folder; give a file name")

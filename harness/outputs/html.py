@@ -1,6 +1,6 @@
 """report.html: one self-contained page per run (tables, plots, a sample browser).
 
-Rendered from ``harness/templates/report.html.j2`` in a sandboxed Jinja2 environment with autoescaping
+Rendered from ``harness/outputs/templates/report.html.j2`` in a sandboxed Jinja2 environment with autoescaping
 on (model outputs are arbitrary text). Everything is inline: CSS, JavaScript, the PNG plots as base64
 data URIs and the samples as JSON in a ``<script type="application/json">`` block, so the file can be
 mailed or opened offline. Every number in the tables links to ``#samples?task=..&transform=..`` which
@@ -25,9 +25,9 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from .errors import ConjugateError, TemplateError
-from .io import atomic_write_text, read_jsonl
-from .report import ci, display_name, pct, ratio, signed
+from harness.errors import ConjugateError, TemplateError
+from harness.io import atomic_write_text, read_jsonl
+from harness.outputs.format import ci, display_name, pct, ratio, signed
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: texts longer than this are cut in the embedded sample JSON (samples.jsonl keeps them whole)
@@ -424,7 +424,7 @@ def build_context(manifest: dict, summary: dict, samples: list, images: bool = T
             transforms.append(r["transform"])
     labels = task_labels_of(manifest, summary)
     tasks = [t for t in (spec.get("tasks") or list(labels)) if t in labels] + [t for t in labels if t not in (spec.get("tasks") or [])]
-    from .plots import plot_probe, plot_rates, plot_recovery_heatmap
+    from harness.outputs.plots import plot_probe, plot_rates, plot_recovery_heatmap
 
     sections = []
     for task in tasks:

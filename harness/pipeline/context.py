@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from harness.errors import ConfigError
 
 MT_FIELDS = {"provider": str, "timeout": float, "max_retries": int, "backoff": float, "rate_limit": float,
              "options": dict, "cache": str}
@@ -41,7 +41,7 @@ class RunContext:
     @property
     def translation(self):
         if self._service is None:
-            from .mt.service import TranslationService
+            from harness.mt.service import TranslationService
 
             mt = self.mt
             explicit_provider = "provider" in mt
