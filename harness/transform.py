@@ -4,8 +4,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
+from harness.types import Failed
+
 if TYPE_CHECKING:
-    from harness.backend import Failed
     from harness.pipeline.context import RunContext
 
 
@@ -65,8 +66,6 @@ class Transform(ABC):
 
 
 def _each(fn, texts: Sequence[str], what: str) -> "list[str | Failed]":
-    from harness.backend import Failed
-
     out: list = []
     for t in texts:
         try:

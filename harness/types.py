@@ -15,6 +15,17 @@ ERROR = "error"  # outcome of a sample that failed; never counted as a behaviour
 
 
 @dataclass(frozen=True)
+class Failed:
+    """One item's final failure, returned in place of its result (a response, a translation, a log-likelihood).
+
+    Backends, transforms and translation providers return it for the items of a batch that failed, so the
+    others go on; the runner records it as an ERROR sample with the reason (never cached).
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Example:
     """One task item, independent of language or transform.
 
@@ -80,7 +91,7 @@ class Sample:
     prompt: str  # the task's prompt before the transform
     transformed_prompt: str  # the final prompt sent to the model
     reference: dict[str, Any]
-    response: str | None = None  # raw model output
+    response: str | None = None  # raw model output (multiple-choice tasks: the chosen choice's name)
     inverted: str | None = None  # response mapped back by the inverse transform
     outcome: str = ERROR
     detail: str = ""
@@ -89,9 +100,15 @@ class Sample:
     #: task-inference probe (harness.pipeline.probe): {"logp_icl", "logp_if", "p_icl"} (keys named after the task's
     #: two continuations); None when the task has none, the sample failed, or the backend has no log-likelihoods
     probe: dict[str, float] | None = None
+    #: multiple-choice tasks: log p(choice | prompt) per choice name (``response`` is the chosen name);
+    #: left out of samples.jsonl when None, so generation tasks' lines are as before
+    choice_logprobs: dict[str, float] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=False)
+        d = dataclasses.asdict(self)
+        if d["choice_logprobs"] is None:
+            del d["choice_logprobs"]
+        return json.dumps(d, ensure_ascii=False, sort_keys=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":
@@ -99,13 +116,4 @@ class Sample:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-@dataclass
-class Generation:
-    """A backend's answer for one prompt: text, or an error with its reason."""
-
-    text: str | None
-    error: str | None = None
-    cached: bool = False
-
-
-__all__ = ["ERROR", "Example", "Rendered", "Score", "Sampling", "Sample", "Generation", "field"]
+__all__ = ["ERROR", "Failed", "Example", "Rendered", "Score", "Sampling", "Sample", "field"]

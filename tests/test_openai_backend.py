@@ -542,7 +542,7 @@ def test_hosted_model_cannot_take_a_local_tokenizer_policy():
 
 def test_runtime_options_do_not_change_the_cache_key(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from harness.pipeline.runner import model_key
+    from harness.pipeline.pool import model_key
 
     a = spec("http://127.0.0.1:8000/v1", concurrency=2, timeout=30, max_retries=1, backoff=0.1)
     b = spec("http://10.0.0.5:9999/v1/", concurrency="16", timeout="5", api_key_env="X")
@@ -558,7 +558,7 @@ def test_runtime_options_do_not_change_the_cache_key(monkeypatch):
 
 
 def test_local_model_is_keyed_on_its_weights_whatever_serves_it(tmp_path):
-    from harness.pipeline.runner import model_key
+    from harness.pipeline.pool import model_key
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -579,7 +579,7 @@ def test_hosted_model_name_is_not_looked_up_on_the_hub(monkeypatch):
 
     monkeypatch.setattr(harness.pipeline.models, "hub_commit", boom)
     monkeypatch.setattr(harness.pipeline.models, "_resolve_hub_commit", boom)
-    from harness.pipeline.runner import model_key
+    from harness.pipeline.pool import model_key
 
     for name in ("gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct", "accounts/fireworks/models/llama-v3p1-8b-instruct"):
         assert model_key(spec("https://api.example.com/v1", model=name))["identity"] == f"api:{name}"
@@ -625,7 +625,9 @@ def test_run_records_failed_requests_as_errors_and_a_rerun_generates_only_those(
     assert (gen["finetuned"]["generated"], gen["finetuned"]["failed"]) == (4, 0)
     assert manifest["backends"]["pretrained"]["server"] == {"kind": "external"}
     assert manifest["models"]["pretrained"]["identity"] == f"api:{HOSTED}"
-    assert len(fake.posts) == 8
+    assert len(fake.posts) == 8  # generations only: the class declares no log-likelihoods, the probe asks nothing
+    assert OpenAIBackend.capabilities == {"generate"}
+    assert manifest["probe"]["pretrained"]["skipped"] == "backend 'openai' does not support loglikelihood"
 
     # the provider is fine again: a re-run asks only for what failed
     fake.responder = None

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from harness.pipeline import probe as probing
-from harness.analysis.probe_summary import probe_summary
+from harness.analysis.summary.probe import probe_summary
 from harness.io import read_jsonl
 from harness.registry import TRANSFORMS
 from harness.outputs.write import rerender
@@ -209,12 +209,31 @@ def test_backend_without_loglikelihood_gives_a_note_not_a_crash(tiny_spec_kwargs
     assert json.loads((run_dir / "summary.json").read_text())["probe"] == []
 
 
-def test_backend_class_without_loglikelihood_is_not_opened_for_the_probe():
+def test_backend_class_without_loglikelihood_is_not_opened_for_the_probe(tiny_spec_kwargs, monkeypatch):
     from harness.backends.hf import HFBackend
     from harness.backends.openai import OpenAIBackend
+    from harness.registry import BACKENDS
 
-    assert probing.supports_loglikelihood(HFBackend)
-    assert not probing.supports_loglikelihood(OpenAIBackend)
+    assert HFBackend.lacks("loglikelihood") is None
+    assert OpenAIBackend.lacks("loglikelihood") == "backend 'openai' does not support loglikelihood"
+    spec = RunSpec(transforms=["identity"], limit=4, **tiny_spec_kwargs)
+    run(spec, progress=False, probe=False)  # generations cached: only the probe is missing
+
+    opened: list = []
+
+    class GenerateOnly(HFBackend):  # a registered backend class that declares no log-likelihoods
+        name = "hf-generate-only"
+        capabilities = frozenset({"generate"})
+
+        def __init__(self, ms, **kw):
+            opened.append(ms)
+            super().__init__(ms, **kw)
+
+    monkeypatch.setitem(BACKENDS._entries, "hf", BACKENDS._entries["hf"].__class__("hf", GenerateOnly))
+    run_dir = run(spec, progress=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert not opened and manifest["backends"] == {}
+    assert manifest["probe"]["pretrained"]["skipped"] == "backend 'hf-generate-only' does not support loglikelihood"
 
 
 class _Flaky(_Counting):

@@ -15,8 +15,8 @@ try:
 except ImportError:  # bare `pytest`, where the repository root is not on sys.path
     from conftest import run_cli
 
-BUILTIN_TRANSFORMS = {"identity": ("harness.translators.identity:Identity", None),
-                      "leetspeak": ("harness.translators.leetspeak:Leetspeak", None)}
+BUILTIN_TRANSFORMS = {"identity": "harness.translators.identity:Identity",
+                      "leetspeak": "harness.translators.leetspeak:Leetspeak"}
 
 
 # -- names and arguments ----------------------------------------------------------
@@ -76,6 +76,20 @@ def test_builtin_summaries_are_first_docstring_lines():
     assert entries["piglatin"].summary() == "Pig latin (string -> ingstray); inverse best-effort."
     assert entries["lang"].param == "language code"
     assert entries["identity"].origin == "builtin"
+
+
+def test_the_parameter_is_the_factorys_own_attribute():
+    """One source of truth: a transform's ``param`` class attribute (the registry's built-ins list only targets)."""
+    from harness.translators.caesar import Caesar
+    from harness.translators.lang import Lang
+
+    for name, cls in (("lang", Lang), ("caesar", Caesar)):
+        assert TRANSFORMS.entry(name).param == cls.param
+    assert TRANSFORMS.entry("caesar").param_optional and not TRANSFORMS.entry("lang").param_optional
+    assert TRANSFORMS.entry("identity").param is None
+    assert all(isinstance(e.target, str) or callable(e.target) for e in TRANSFORMS.entries())
+    with pytest.raises(TypeError, match="a built-in is a 'module:attr' string"):
+        Registry("transform", "conjugate.no-such-group", {"x": ("harness.translators.identity:Identity", None)})
 
 
 def test_register_in_code_with_parameter():

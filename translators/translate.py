@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from harness.backend import Failed
 from harness.errors import ConjugateError
 from harness.transform import Transform
+from harness.types import Failed
 
 _CODE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z]{2,4})?$")
 SOURCE = "en"

@@ -65,6 +65,7 @@ class HFBackend(Backend):
     """Hugging Face transformers (hub IDs, local folders, GGUF files); batched, CPU or GPU."""
 
     name = "hf"
+    capabilities = frozenset({"generate", "loglikelihood"})
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, device: str | None = None, **options) -> None:
         super().__init__(spec, **options)

