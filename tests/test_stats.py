@@ -1,5 +1,5 @@
-"""harness.analysis.stats (bootstrap over examples, McNemar, sign-flip permutation, Holm, Spearman) and the
-paired statistics that summarize() and report.md add on top of the rates."""
+"""harness.analysis.stats, each statistic once: Wilson, recovery, bootstraps (rates, recovery, means, token-weighted
+ratios), McNemar, sign-flip permutation, Holm, Spearman, one-sided Fisher, two-proportion z."""
 from __future__ import annotations
 
 import itertools
@@ -12,11 +12,7 @@ import pytest
 import scipy.stats
 
 from harness.analysis import stats
-from harness.analysis.metrics import summarize, wilson
-from harness.outputs.markdown import render_report
-from harness.types import ERROR, Sample
-
-LABELS = ("icl", "if", "other")
+from harness.analysis.stats import TINY_DENOMINATOR, recovery, wilson
 
 
 # -- bootstrap ------------------------------------------------------------------------------
@@ -230,175 +226,205 @@ def test_spearman_edge_cases():
         stats.spearman([1, 2, 3], [1, 2])
 
 
-# -- summarize() on hand-made samples ------------------------------------------------------
+# -- wilson ---------------------------------------------------------------------------
 
-def sample(model, transform, i, outcome, task="t", group="g"):
-    return Sample(model=model, task=task, transform=transform, example_id=f"e{i}", group=group, mode="native",
-                  prompt="p", transformed_prompt="p", reference={}, response=None if outcome == ERROR else "r",
-                  outcome=outcome, error="backend error: boom" if outcome == ERROR else None)
-
-
-OUTCOMES = {  # examples e0..e8
-    ("pretrained", "identity"): ["icl", "icl", "icl", "icl", "icl", "icl", "other", "other", "icl"],
-    ("finetuned", "identity"): ["if", "if", "icl", "if", "other", "other", "if", "if", "if"],
-    ("pretrained", "leetspeak"): ["icl", "icl", "icl", "other", "icl", "icl", "icl", "other", "icl"],
-    ("finetuned", "leetspeak"): ["icl", "if", "icl", "icl", "other", "if", "other", "if", ERROR],
-}
+def test_wilson_zero_successes():
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0
+    assert hi == pytest.approx(0.2775, abs=1e-4)
 
 
-def crafted(**kw):
-    samples = [sample(m, tr, i, o) for (m, tr), outs in OUTCOMES.items() for i, o in enumerate(outs)]
-    return summarize(samples, {"t": LABELS}, {"t": "icl"}, ["identity", "leetspeak"], **kw)
+def test_wilson_half():
+    lo, hi = wilson(5, 10)
+    assert round(lo, 3) == 0.237 and round(hi, 3) == 0.763
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert lo + hi == pytest.approx(1.0)  # symmetric around 0.5
 
 
-@pytest.fixture(scope="module")
-def crafted_summary():
-    return crafted()
+def test_wilson_all_successes_mirrors_zero():
+    lo, hi = wilson(10, 10)
+    assert hi == pytest.approx(1.0)
+    assert lo == pytest.approx(1 - wilson(0, 10)[1])
 
 
-def test_summarize_keeps_its_keys(crafted_summary):
-    assert {"rows", "recovery", "agreement", "tests"} <= set(crafted_summary)
-    leet = next(r for r in crafted_summary["recovery"] if (r["transform"], r["group"]) == ("leetspeak", "all"))
-    for key in ("task", "transform", "group", "label", "pretrained", "finetuned", "drop", "pt_en", "ft_en",
-                "recovery", "note"):
-        assert key in leet
+@pytest.mark.parametrize("n", [1, 3, 10, 100, 400])
+def test_wilson_bounds_are_exact_at_the_extremes(n):
+    """k = 0 gives lo == 0 and k = n gives hi == 1 exactly, so [lo, hi] contains k/n.
+
+    Floating point currently gives hi = 0.9999999999999999 for k = n = 10 or 400,
+    and lo = 5.6e-17 for k = 0, n = 3: intervals that exclude the observed rate.
+    """
+    assert wilson(0, n)[0] == 0.0
+    assert wilson(n, n)[1] == 1.0
 
 
-def test_summarize_recovery_ci(crafted_summary):
-    rec = {(r["transform"], r["group"]): r for r in crafted_summary["recovery"]}
-    leet = rec[("leetspeak", "all")]
-    # pt_en = 7/9, ft_en = 1/9, ft_leet = 3/8 (e8 failed): recovery = (3/8 - 1/9) / (6/9) = 19/48
-    assert leet["recovery"] == pytest.approx(19 / 48)
-    lo, hi = leet["ci"]
-    assert lo <= leet["recovery"] <= hi and lo < hi
-    assert leet["ci_method"] == "percentile bootstrap over examples, 2000 resamples, seed 0"
-    assert isinstance(leet["ci_dropped"], int) and leet["ci_dropped"] == 0
-    base = rec[("identity", "all")]
-    assert base["ci"] is None and base["ci_dropped"] == 0 and base["ci_method"] == leet["ci_method"]
-    group = rec[("leetspeak", "g")]  # the only group: same examples, resampled with its own key
-    assert group["recovery"] == leet["recovery"] and group["ci"][0] <= group["recovery"] <= group["ci"][1]
+def test_wilson_no_trials_is_nan():
+    lo, hi = wilson(0, 0)
+    assert math.isnan(lo) and math.isnan(hi)
 
 
-def test_summarize_recovery_ci_is_deterministic_and_follows_seed_and_n_boot(crafted_summary):
-    again = crafted()
-    assert [r["ci"] for r in again["recovery"]] == [r["ci"] for r in crafted_summary["recovery"]]
-    other = crafted(n_boot=500, seed=3)
-    leet = next(r for r in other["recovery"] if (r["transform"], r["group"]) == ("leetspeak", "all"))
-    assert leet["ci_method"] == "percentile bootstrap over examples, 500 resamples, seed 3"
-    assert leet["ci"][0] <= leet["recovery"] <= leet["ci"][1]
+@pytest.mark.parametrize("k, n", [(1, 3), (7, 100), (50, 100), (99, 100), (1, 400)])
+def test_wilson_contains_the_rate_and_narrows_with_n(k, n):
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    lo4, hi4 = wilson(4 * k, 4 * n)
+    assert hi4 - lo4 < hi - lo
 
 
-def test_summarize_recovery_ci_drops_undefined_resamples():
-    """pt and ft differ in English on one example of five: resamples without it have pt_en == ft_en."""
-    outs = {("pretrained", "identity"): ["icl", "other", "other", "other", "other"],
-            ("finetuned", "identity"): ["other"] * 5,
-            ("pretrained", "leetspeak"): ["icl", "other", "other", "other", "other"],
-            ("finetuned", "leetspeak"): ["icl", "icl", "other", "other", "other"]}
-    samples = [sample(m, tr, i, o) for (m, tr), os_ in outs.items() for i, o in enumerate(os_)]
-    s = summarize(samples, {"t": LABELS}, {"t": "icl"}, ["identity", "leetspeak"])
-    leet = next(r for r in s["recovery"] if (r["transform"], r["group"]) == ("leetspeak", "all"))
-    assert leet["recovery"] == pytest.approx(2.0)
-    expected = 2000 * (4 / 5) ** 5  # 655 resamples miss e0
-    assert abs(leet["ci_dropped"] - expected) < 80
-    assert "resamples dropped" in leet["ci_note"]
+# -- recovery ---------------------------------------------------------------------------
+
+def test_recovery_halfway():
+    value, note = recovery(pt_en=0.8, ft_en=0.2, ft_t=0.5)
+    assert value == pytest.approx(0.5)
+    assert note == ""
 
 
-def test_summarize_undefined_recovery_has_no_ci():
-    outs = {("pretrained", "identity"): ["icl", "other"], ("finetuned", "identity"): ["icl", "other"],
-            ("pretrained", "leetspeak"): ["icl", "icl"], ("finetuned", "leetspeak"): ["other", "icl"]}
-    samples = [sample(m, tr, i, o) for (m, tr), os_ in outs.items() for i, o in enumerate(os_)]
-    s = summarize(samples, {"t": LABELS}, {"t": "icl"}, ["identity", "leetspeak"])
-    leet = next(r for r in s["recovery"] if (r["transform"], r["group"]) == ("leetspeak", "all"))
-    assert math.isnan(leet["recovery"]) and leet["ci"] is None
+@pytest.mark.parametrize("ft_t, expected", [(0.2, 0.0), (0.8, 1.0), (0.0, -1 / 3), (1.0, 4 / 3)])
+def test_recovery_scale(ft_t, expected):
+    assert recovery(0.8, 0.2, ft_t)[0] == pytest.approx(expected)
 
 
-def test_summarize_agreement_counts(crafted_summary):
-    ag = {a["transform"]: a for a in crafted_summary["agreement"]}
-    leet = ag["leetspeak"]
-    assert (leet["task"], leet["group"]) == ("t", "all")
-    # e8 failed for ft(leetspeak): 8 pairs; same label as pt(leetspeak) on e0, e2; as pt(en) on e0, e2, e3, e6
-    assert (leet["n"], leet["ft_T_vs_pt_T_k"], leet["ft_T_vs_pt_T"]) == (8, 2, 0.25)
-    assert (leet["n_en"], leet["ft_T_vs_pt_en_k"], leet["ft_T_vs_pt_en"]) == (8, 4, 0.5)
-    assert leet["ft_T_vs_pt_T_ci"] == list(wilson(2, 8)) and leet["ft_T_vs_pt_en_ci"] == list(wilson(4, 8))
-    en = ag["identity"]
-    assert (en["n"], en["ft_T_vs_pt_T_k"], en["ft_T_vs_pt_en_k"]) == (9, 1, 1)  # only e2 agrees
+def test_recovery_when_fine_tuning_raised_the_rate():
+    assert recovery(pt_en=0.2, ft_en=0.8, ft_t=0.5)[0] == pytest.approx(0.5)
 
 
-def test_summarize_paired_tests(crafted_summary):
-    tests = crafted_summary["tests"]
-    assert len(tests) == 4
-    by = {(t["kind"], t.get("model"), t.get("transform")): t for t in tests}
-    ft = by[("transform", "finetuned", None)]
-    assert (ft["a"], ft["b"], ft["n"], ft["a_only"], ft["b_only"]) == ("identity", "leetspeak", 8, 0, 2)
-    assert ft["p"] == 0.5 and ft["test"] == stats.MCNEMAR_EXACT
-    pt = by[("transform", "pretrained", None)]
-    assert (pt["n"], pt["a_only"], pt["b_only"], pt["p"]) == (9, 1, 1, 1.0)
-    en = by[("model", None, "identity")]
-    assert (en["a"], en["b"], en["n"], en["a_only"], en["b_only"]) == ("pretrained", "finetuned", 9, 6, 0)
-    assert en["p"] == 2 / 64
-    leet = by[("model", None, "leetspeak")]
-    assert (leet["n"], leet["a_only"], leet["b_only"], leet["p"]) == (8, 4, 1, 12 / 32)
-    # Holm within (task, kind): transform {1.0, 0.5} -> {1.0, 1.0}; model {1/32, 3/8} -> {1/16, 3/8}
-    assert (pt["p_holm"], ft["p_holm"]) == (1.0, 1.0)
-    assert en["p_holm"] == pytest.approx(1 / 16) and leet["p_holm"] == pytest.approx(3 / 8)
+def test_recovery_tiny_denominator_is_flagged():
+    value, note = recovery(pt_en=0.5, ft_en=0.45, ft_t=0.5)
+    assert value == pytest.approx(1.0)
+    assert "tiny denominator" in note and "0.050" in note
 
 
-def test_summarize_permutation_option():
-    s = crafted(paired_test="permutation")
-    ft = next(t for t in s["tests"] if t["kind"] == "transform" and t["model"] == "finetuned")
-    assert ft["test"] == "paired sign-flip permutation test (exact, two-sided)"
-    assert ft["p"] == 0.5  # 2 discordant pairs: 2 of 4 sign patterns reach |2|
-    chi = crafted(paired_test="mcnemar-chi2")
-    assert all(t["test"] == stats.MCNEMAR_CHI2 for t in chi["tests"])
-    with pytest.raises(ValueError):
-        crafted(paired_test="t-test")
+def test_recovery_denominator_exactly_at_the_threshold_is_not_tiny():
+    """30/100 vs 20/100 differ by exactly TINY_DENOMINATOR (0.10), which is not *below* it.
+
+    In floating point 0.3 - 0.2 == 0.09999999999999998, so the note fires and
+    reads "|pt_en - ft_en| = 0.100 < 0.1", which contradicts itself.
+    """
+    assert TINY_DENOMINATOR == 0.10
+    value, note = recovery(pt_en=30 / 100, ft_en=20 / 100, ft_t=25 / 100)
+    assert value == pytest.approx(0.5)
+    assert note == ""
 
 
-def test_summarize_is_fast_on_a_default_sized_run():
-    """2080 samples like results/default-pair: 2 tasks, both models, 8 and 4 transforms, 100 and 60 examples."""
+def test_recovery_equal_rates_is_undefined():
+    value, note = recovery(0.5, 0.5, 0.7)
+    assert math.isnan(value)
+    assert "equal" in note
+
+
+def test_recovery_missing_rate():
+    value, note = recovery(math.nan, 0.2, 0.3)
+    assert math.isnan(value)
+    assert note == "missing rates"
+
+
+# -- bootstrap of a mean (the probe) and of token-weighted ratios (forgetting) -------------------
+
+def test_bootstrap_mean_ci_is_keyed_and_covers_the_mean():
+    x = np.linspace(0.1, 0.9, 40)
+    mean, lo, hi = stats.bootstrap_mean_ci(x, key=("probe", "t"))
+    assert mean == pytest.approx(0.5) and lo < mean < hi
+    assert (mean, lo, hi) == stats.bootstrap_mean_ci(x, key=("probe", "t"))  # seeded by the cell's key
+    assert (lo, hi) != stats.bootstrap_mean_ci(x, key=("probe", "u"))[1:]
+    # the standard error of a mean of 40 uniform-ish values: the 95% interval is about +-1.96 * sd / sqrt(n)
+    assert hi - lo == pytest.approx(2 * 1.96 * x.std() / math.sqrt(x.size), rel=0.15)
+    assert stats.bootstrap_mean_ci([0.3]) == (0.3, 0.3, 0.3)
+    assert all(math.isnan(v) for v in stats.bootstrap_mean_ci([]))
+
+
+def test_ratio_ci_weights_by_tokens_and_resamples_chunks():
+    sums, counts = np.array([10.0, 30.0, 20.0, 40.0]), np.array([10.0, 20.0, 10.0, 20.0])
+    weights = stats.bootstrap_weights(len(sums), seed=0, n_boot=4000)
+    assert weights.shape == (4000, 4) and (weights.sum(axis=1) == 4).all()
+    out = stats.ratio_ci(sums, counts, weights)
+    assert out["mean"] == pytest.approx(100 / 60)  # token-weighted, not the mean of the per-chunk ratios (1.625)
+    assert 1.0 <= out["lo"] < out["mean"] < out["hi"] <= 2.0
+    assert stats.ratio_ci(sums[:1], counts[:1], weights[:, :1]) == {"mean": 1.0, "lo": 1.0, "hi": 1.0}
+
+
+def test_paired_ratio_diff_uses_the_same_chunks_for_both_sides():
+    # columns: tokens, then a per-token quantity; b is a with one more unit per token in every chunk
+    a = np.array([[10.0, 20.0], [20.0, 60.0], [10.0, 10.0], [20.0, 50.0]])
+    b = a.copy()
+    b[:, 1] += b[:, 0]
+    weights = stats.bootstrap_weights(len(a), seed=1)
+    out = stats.paired_ratio_diff(b, a, weights, col=1)
+    # the difference is exactly 1 in every chunk, so pairing makes every resample give 1
+    assert out["mean"] == pytest.approx(1.0) and out["lo"] == pytest.approx(1.0) and out["hi"] == pytest.approx(1.0)
+    assert math.isnan(stats.paired_ratio_diff(a[:0], a[:0], weights, col=1)["mean"])
+
+
+# -- tests on two proportions (check, compare) -------------------------------------------------
+
+def test_fisher_one_sided_matches_scipy():
     rng = np.random.default_rng(0)
-    samples = []
-    spec = {"icl_vs_if": (100, ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "pt", "leetspeak", "pig"]),
-            "refusal": (60, ["identity", "pt", "leetspeak", "pig"])}
-    for task, (n, trs) in spec.items():
-        for tr in trs:
-            for m in ("pretrained", "finetuned"):
-                for i in range(n):
-                    samples.append(sample(m, tr, i, LABELS[rng.integers(3)], task=task, group=f"g{i % 4}"))
-    assert len(samples) == 2080
-    trs = spec["icl_vs_if"][1]
-    start = time.perf_counter()
-    s = summarize(samples, {"icl_vs_if": LABELS, "refusal": LABELS}, {"icl_vs_if": "icl", "refusal": "icl"}, trs)
-    elapsed = time.perf_counter() - start
-    print(f"\nsummarize() on 2080 samples: {elapsed:.3f} s")
-    assert elapsed < 2.0  # target < 1 s; slack for a loaded CI machine
-    assert len(s["tests"]) == (7 * 2 + 8) + (3 * 2 + 4)
-    assert all(r["ci"] is not None for r in s["recovery"] if r["note"] != "baseline" and not math.isnan(r["recovery"]))
+    for _ in range(200):
+        n_now, n_base = int(rng.integers(1, 80)), int(rng.integers(1, 80))
+        k_now, k_base = int(rng.integers(0, n_now + 1)), int(rng.integers(0, n_base + 1))
+        table = [[k_now, n_now - k_now], [k_base, n_base - k_base]]
+        for worse, alt in (("lower", "less"), ("higher", "greater")):
+            ref = scipy.stats.fisher_exact(table, alternative=alt).pvalue
+            assert stats.fisher_one_sided(k_now, n_now, k_base, n_base, worse) == pytest.approx(ref, rel=1e-9, abs=1e-15)
 
 
-# -- report.md ------------------------------------------------------------------------------
-
-def test_report_shows_recovery_ci_agreement_and_named_tests(crafted_summary):
-    model = {"name": "m", "model": "x", "backend": "hf"}
-    manifest = {"run_id": "r", "spec": {"pretrained": model, "finetuned": model, "tasks": ["t"],
-                                        "transforms": ["identity", "leetspeak"], "limit": None, "seed": 0}}
-    md = render_report(manifest, crafted_summary, {"t": list(LABELS)})
-    assert "| Recovery | Recovery 95% CI |" in md
-    assert "percentile bootstrap over examples, 2000 resamples, seed 0" in md
-    leet = next(r for r in crafted_summary["recovery"] if (r["transform"], r["group"]) == ("leetspeak", "all"))
-    assert f"| 0.40 | [{leet['ci'][0]:.2f}, {leet['ci'][1]:.2f}] |" in md
-    assert "### Agreement with the pretrained model" in md
-    assert "| Leetspeak | 8 | 25.0 [" in md
-    assert "### Paired tests" in md and "McNemar exact (two-sided binomial on discordant pairs)" in md
-    assert "| English vs Leetspeak | finetuned | 8 | 0 | 2 | McNemar exact | 0.500 | 1.000 |" in md
-    assert "| pretrained vs finetuned | English | 9 | 6 | 0 | McNemar exact | 0.031 | 0.062 |" in md
+def test_two_proportion_z_textbook_value():
+    """45/100 vs 60/100: pooled p = 0.525, z = 0.15 / sqrt(0.525 * 0.475 * 0.02) = 2.1239, two-sided p = 0.0337."""
+    p = stats.two_proportion_z(45, 100, 60, 100)
+    z = 0.15 / math.sqrt(0.525 * 0.475 * 0.02)
+    assert p == pytest.approx(2 * scipy.stats.norm.sf(z), rel=1e-12) and round(p, 4) == 0.0337
+    assert stats.two_proportion_z(60, 100, 45, 100) == p
+    assert stats.two_proportion_z(0, 10, 0, 20) == 1.0  # no variance: nothing to test
+    assert stats.two_proportion_z(1, 0, 3, 10) is None
 
 
-def test_report_renders_an_old_summary_without_the_new_keys(crafted_summary):
-    old = {"rows": crafted_summary["rows"],
-           "recovery": [{k: v for k, v in r.items() if not k.startswith("ci")} for r in crafted_summary["recovery"]]}
-    model = {"name": "m", "model": "x", "backend": "hf"}
-    manifest = {"run_id": "r", "spec": {"pretrained": model, "finetuned": model, "tasks": ["t"],
-                                        "transforms": ["identity", "leetspeak"], "limit": None, "seed": 0}}
-    md = render_report(manifest, old, {"t": list(LABELS)})
-    assert "Recovery 95% CI" in md and "### Paired tests" not in md
+def test_spearman_note_explains_undefined_correlations():
+    assert stats.spearman_note([1, 2], [1, 2]) == (None, None, "only 2 points")
+    assert stats.spearman_note([1, 1, 1], [1, 2, 3]) == (None, None, "one side is constant")
+    rho, p, note = stats.spearman_note([1, 2, 3, 4], [1, 3, 2, 4])
+    assert rho == pytest.approx(0.8) and 0 < p < 1 and note == ""
+
+
+# -- scipy agreement -------------------------------------------------------------------------
+
+def _wilson_closed_form(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def _fisher_exact_fraction(k1: int, n1: int, k2: int, n2: int, worse: str) -> float:
+    total, succ = n1 + n2, k1 + k2
+    xs = range(max(0, succ - n2), k1 + 1) if worse == "lower" else range(k1, min(succ, n1) + 1)
+    return float(min(Fraction(1), Fraction(sum(math.comb(succ, x) * math.comb(total - succ, n1 - x) for x in xs),
+                                           math.comb(total, n1))))
+
+
+def test_wilson_mcnemar_fisher_agree_with_scipy_and_the_exact_values_on_2000_random_cases():
+    """Wilson vs the closed form and scipy's binomtest(...).proportion_ci("wilson"); exact McNemar vs exact binomial
+    tails and scipy's binomtest; one-sided Fisher vs exact hypergeometric tails and scipy's fisher_exact.
+
+    Measured (2,000 cases each): Wilson and scipy differ in the last ulp (max 2.2e-16) in about 40% of the bounds;
+    McNemar here is exact (integer arithmetic) where scipy is off by up to 2e-14; a hand-written Fisher with
+    lgamma was off by up to 1e-12 where scipy is within 2.4e-15.
+    """
+    rng = np.random.default_rng(2000)
+    for _ in range(2000):
+        n = int(rng.integers(1, 301))
+        k = int(rng.integers(0, n + 1))
+        ours, ref = stats.wilson(k, n), scipy.stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert ours == pytest.approx(_wilson_closed_form(k, n), abs=1e-15)
+        assert ours == pytest.approx((ref.low, ref.high), abs=1e-15)
+        b, c = (int(x) for x in rng.integers(0, 201, size=2))
+        if b + c:
+            exact = float(min(Fraction(1), Fraction(2 * sum(math.comb(b + c, i) for i in range(min(b, c) + 1)), 2 ** (b + c))))
+            assert stats.mcnemar(b, c).p == exact
+            assert stats.mcnemar(b, c).p == pytest.approx(scipy.stats.binomtest(min(b, c), b + c).pvalue, rel=1e-13)
+        n1, n2 = (int(x) for x in rng.integers(1, 301, size=2))
+        k1, k2 = int(rng.integers(0, n1 + 1)), int(rng.integers(0, n2 + 1))
+        worse = "lower" if rng.random() < 0.5 else "higher"
+        ours = stats.fisher_one_sided(k1, n1, k2, n2, worse)
+        assert ours == pytest.approx(_fisher_exact_fraction(k1, n1, k2, n2, worse), rel=1e-11, abs=1e-300)
+        ref = scipy.stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="less" if worse == "lower" else "greater")
+        assert ours == pytest.approx(ref.pvalue, rel=1e-11, abs=1e-300)

@@ -1,4 +1,10 @@
-"""Paired statistics over examples: bootstrap intervals, McNemar, sign-flip permutation, Spearman, Holm.
+"""Every statistic of the harness, in one place.
+
+* intervals: Wilson (rates, agreement), percentile bootstrap over examples (rates, recovery), of a mean (the
+  probe's P(target)), of a token-weighted ratio and of a paired difference of two (forgetting);
+* recovery ``(ft_T - ft_en) / (pt_en - ft_en)``, its point estimate and its bootstrap draws;
+* tests: McNemar (exact or chi-square), paired sign-flip permutation, Holm's adjustment, Spearman,
+  one-sided Fisher exact (``conjugate check``), pooled two-proportion z (``conjugate compare``).
 
 Everything here is deterministic: random draws come from ``numpy.random.default_rng`` seeded with
 ``seed`` (default 0) and, where a ``key`` is given, a stable CRC32 of that key, so results do not depend
@@ -14,7 +20,7 @@ repeated experiment on fresh examples.
 
 * Error samples (``outcome == "error"``) and examples absent from a cell are excluded from that
   cell's numerator *and* denominator, in every resample, exactly as in the point estimate
-  (:func:`harness.analysis.metrics.rate_row`). A resample in which a cell has no scored example gives that
+  (:func:`harness.analysis.summary.rates.rate_row`). A resample in which a cell has no scored example gives that
   cell no rate (NaN).
 * A statistic that is undefined in a resample (a NaN rate, or recovery with
   ``pt_en - ft_en == 0``) drops that resample; the interval is the percentile interval of the
@@ -68,6 +74,37 @@ def resample_counts(n: int, n_boot: int = DEFAULT_N_BOOT, rng: np.random.Generat
 
 # -- intervals ------------------------------------------------------------------------------
 
+Z95 = 1.959963984540054
+TINY_DENOMINATOR = 0.10  # |pt_en - ft_en| below this makes recovery unstable
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for k successes in n trials; (nan, nan) without trials."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def recovery(pt_en: float, ft_en: float, ft_t: float) -> tuple[float, str]:
+    """(ft_T - ft_en) / (pt_en - ft_en): 0 = no recovery, 1 = back to the pretrained rate; with a note when the
+    point estimate is undefined or unstable (see :func:`recovery_draws` for the bootstrap version)."""
+    denom = round(pt_en - ft_en, 12)  # 0.3 - 0.2 must not read as 0.0999...
+    if any(math.isnan(x) for x in (pt_en, ft_en, ft_t)):
+        return math.nan, "missing rates"
+    if denom == 0:
+        return math.nan, "pretrained and fine-tuned English rates are equal: recovery undefined"
+    note = ""
+    if abs(denom) < TINY_DENOMINATOR:
+        note = f"tiny denominator: |pt_en - ft_en| = {abs(denom):.3f} < {TINY_DENOMINATOR}; recovery is unstable"
+    return (ft_t - ft_en) / denom, note
+
+
 class Interval(NamedTuple):
     lo: float  # NaN when no resample gave a value
     hi: float
@@ -118,7 +155,7 @@ def bootstrap_rate_ci(values: Sequence[float] | np.ndarray, scored: Sequence[boo
 def recovery_draws(pt_en: np.ndarray, ft_en: np.ndarray, ft_t: np.ndarray) -> np.ndarray:
     """(ft_T - ft_en) / (pt_en - ft_en) per resample; NaN where a rate is missing or the denominator is 0.
 
-    The denominator is rounded to 12 decimals like :func:`harness.analysis.metrics.recovery`.
+    The denominator is rounded to 12 decimals like :func:`recovery`.
     """
     denom = np.round(np.asarray(pt_en, dtype=float) - np.asarray(ft_en, dtype=float), 12)
     num = np.asarray(ft_t, dtype=float) - np.asarray(ft_en, dtype=float)
@@ -324,12 +361,19 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> SpearmanResult:
     return SpearmanResult(float(res.statistic), float(res.pvalue), n)
 
 
-__all__ = [
-    "DEFAULT_N_BOOT", "DEFAULT_SEED", "MCNEMAR_CHI2", "MCNEMAR_EXACT", "Interval", "PairedBootstrap",
-    "SpearmanResult", "TestResult", "binom_cdf_half", "bootstrap_method", "bootstrap_rate_ci", "chi2_sf_1df",
-    "holm", "make_rng", "mcnemar", "paired_permutation", "percentile_interval", "ratio_draws",
-    "recovery_draws", "resample_counts", "spearman",
-]
+def spearman_note(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, float | None, str]:
+    """(rho, p, note) for JSON: rho and p are None, and the note says why, when undefined (fewer than 3 points,
+    or a constant side)."""
+    if len(x) < 3:
+        return None, None, f"only {len(x)} points"
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None, None, "one side is constant"
+    rho, p = spearman(x, y)
+    if not math.isfinite(rho):
+        return None, None, "undefined"
+    return float(rho), (float(p) if math.isfinite(p) else None), ""
+
+
 
 
 # -- means --------------------------------------------------------------------------------------
@@ -416,3 +460,12 @@ def paired_ratio_diff(a, b, weights, col: int) -> dict[str, float]:
     boot = (weights @ a[:, col])[ok] / da[ok] - (weights @ b[:, col])[ok] / db[ok]
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"mean": mean, "lo": float(lo), "hi": float(hi)}
+
+
+__all__ = [
+    "DEFAULT_N_BOOT", "DEFAULT_SEED", "MCNEMAR_CHI2", "MCNEMAR_EXACT", "TINY_DENOMINATOR", "Z95", "Interval",
+    "PairedBootstrap", "SpearmanResult", "TestResult", "binom_cdf_half", "bootstrap_mean_ci", "bootstrap_method",
+    "bootstrap_rate_ci", "bootstrap_weights", "chi2_sf_1df", "fisher_one_sided", "holm", "make_rng", "mcnemar",
+    "paired_permutation", "paired_ratio_diff", "percentile_interval", "ratio_ci", "ratio_draws", "recovery",
+    "recovery_draws", "resample_counts", "spearman", "spearman_note", "two_proportion_z", "wilson",
+]
