@@ -104,6 +104,9 @@ class IclVsIf(Task):
     primary_label = "icl"
     renderings = frozenset({*LANGUAGES, *DERIVED})
     sampling = Sampling(max_new_tokens=10)
+    probe_wording = {"target": "ICL", "other": "IF",
+                     "description": "the in-context answer (ICL, e.g. \" WHAT\") and the instruction-following "
+                                    "answer (IF, e.g. \" 10\")"}
     n_per_config = 100
     n_shots = 2
 

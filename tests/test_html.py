@@ -1,6 +1,6 @@
 """report.html: self-contained, escaped, every table number links to its samples, and it renders in Chromium.
 
-The run folder is crafted in tmp_path (manifest, summary from harness.analysis.metrics.summarize, samples), so
+The run folder is crafted in tmp_path (manifest, summary from harness.analysis.summary.summarize, samples), so
 nothing here loads a model or depends on results/. The Chromium tests are skipped when no chromium is
 installed.
 """
@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from harness.errors import ConjugateError
-from harness.outputs.html import MAX_TEXT, write_html, write_html_for_run
-from harness.analysis.metrics import summarize
+from harness.analysis.summary import summarize
+from harness.outputs.views.samples import MAX_TEXT
+from harness.outputs.write import report_files, write_views
 from harness.types import Sample
 
 TRANSFORMS = ["identity", "lang:fr", "leetspeak"]
@@ -112,7 +113,7 @@ def run_dir(tmp_path_factory) -> Path:
     for d in lines[:10]:  # newer runs carry the log-likelihood probe on each sample
         d["probe"] = {"logp_icl": -1.5, "logp_if": -2.0, "p_icl": 0.62}
     (folder / "samples.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines), encoding="utf-8")
-    write_html_for_run(folder)
+    write_views(folder)
     return folder
 
 
@@ -259,40 +260,65 @@ def test_sections_render_only_when_present(tmp_path):
     samples = make_samples()
     summary = make_summary(samples, extended=False)
     folder = write_run(tmp_path / "old", samples, summary)
-    text = write_html_for_run(folder).read_text(encoding="utf-8")
+    text = write_views(folder).read_text(encoding="utf-8")
     assert "Recovery overview" in text and "Paired tests" not in text and "Agreement" not in text
     assert "Probe: P(ICL)" not in text and "Probe vs greedy" not in text
     assert not (folder / "icl_vs_if-probe.png").exists() and (folder / "recovery-heatmap.png").exists()
     bare = write_run(tmp_path / "bare", samples, {"rows": summary["rows"]})
-    text = write_html_for_run(bare).read_text(encoding="utf-8")
+    text = write_views(bare).read_text(encoding="utf-8")
     assert "Recovery overview" not in text and "All outcomes" in text
     assert len(sample_json(text)["samples"]) == len(samples)
 
 
-def test_write_html_takes_sample_objects(tmp_path):
+def test_report_files_take_sample_objects_or_dicts(tmp_path):
     samples = make_samples()
-    path = write_html(tmp_path, make_manifest(), make_summary(samples), samples)
-    assert path == tmp_path / "report.html" and len(sample_json(path.read_text(encoding="utf-8"))["samples"]) == len(samples)
-    assert not list(tmp_path.glob(".report.html.*"))  # the atomic write left no temporary file
+    manifest, summary = make_manifest(), make_summary(samples)
+    files, plots = report_files(manifest, summary, samples)
+    assert len(sample_json(files["report.html"])["samples"]) == len(samples)
+    dicts = [json.loads(s.to_json()) for s in samples]
+    assert report_files(manifest, summary, dicts)[0]["report.html"] == files["report.html"]
+    assert set(files) == {"report.html", "report.md", *plots.values()}
+    assert plots == {"icl_vs_if": "icl_vs_if.png", "refusal": "refusal.png", "recovery-heatmap": "recovery-heatmap.png",
+                     "icl_vs_if-probe": "icl_vs_if-probe.png"}
+    assert all(files[name][:8] == b"\x89PNG\r\n\x1a\n" for name in plots.values())
+
+
+def test_write_views_is_atomic_and_updates_the_plot_list(tmp_path):
+    samples = make_samples()
+    folder = write_run(tmp_path / "run", samples, make_summary(samples))
+    write_views(folder)
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["plots"]["icl_vs_if-probe"] == "icl_vs_if-probe.png" and (folder / "icl_vs_if-probe.png").exists()
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    summary["probe"] = []  # e.g. re-scored without the probe: its plot goes, from the folder and the manifest
+    (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    write_views(folder)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert "icl_vs_if-probe" not in manifest["plots"] and not (folder / "icl_vs_if-probe.png").exists()
+    assert (folder / "icl_vs_if.png").exists()
 
 
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(ConjugateError, match="not a finished run folder"):
-        write_html_for_run(tmp_path)
-    with pytest.raises(ConjugateError, match="not a folder"):
-        write_html_for_run(tmp_path / "missing")
+        write_views(tmp_path)
+    with pytest.raises(ConjugateError, match="missing: no such folder"):
+        write_views(tmp_path / "missing")
 
 
-def test_plots_return_none_without_data(tmp_path):
-    from harness.outputs.plots import plot_probe, plot_recovery_heatmap
+def test_plots_are_bytes_and_none_without_data():
+    from harness.outputs.plots import draw_plots, heatmap_png, probe_png, rates_png
 
-    assert plot_recovery_heatmap({"rows": []}, ["icl_vs_if"], TRANSFORMS, tmp_path / "h.png") is None
-    assert plot_probe({"rows": []}, "icl_vs_if", TRANSFORMS, tmp_path / "p.png") is None
+    assert heatmap_png({"rows": []}, ["icl_vs_if"], TRANSFORMS) is None
+    assert probe_png({"rows": []}, "icl_vs_if", TRANSFORMS, "icl", "ICL") is None
+    assert rates_png({"rows": []}, TRANSFORMS, "icl_vs_if", "icl") is None
     summary = make_summary(make_samples())
     summary["recovery"][1]["recovery"] = float("nan")
-    assert plot_recovery_heatmap(summary, ["icl_vs_if", "refusal"], TRANSFORMS, tmp_path / "h.png") == tmp_path / "h.png"
-    assert plot_probe(summary, "icl_vs_if", TRANSFORMS, tmp_path / "p.png") == tmp_path / "p.png"
-    assert (tmp_path / "h.png").stat().st_size > 5000 and (tmp_path / "p.png").stat().st_size > 5000
+    for png in (heatmap_png(summary, ["icl_vs_if", "refusal"], TRANSFORMS), probe_png(summary, "icl_vs_if", TRANSFORMS, "icl", "ICL"),
+                rates_png(summary, TRANSFORMS, "icl_vs_if", "icl")):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    refusal = {"rows": [r for r in summary["rows"] if r["task"] == "refusal"]}  # no recovery, no probe: bars only
+    assert list(draw_plots({"spec": {"tasks": ["refusal"], "transforms": TRANSFORMS}}, refusal)) == ["refusal.png"]
 
 
 # -- in a browser ---------------------------------------------------------------------------

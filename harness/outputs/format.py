@@ -47,6 +47,11 @@ def ratio(x: float) -> str:
     return "—" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
+def coef(x: float | None) -> str:
+    """A correlation coefficient, signed: ``+0.83``."""
+    return "—" if x is None or math.isnan(x) else f"{x:+.2f}"
+
+
 def interval(lohi: list[float] | None, fmt=ratio) -> str:
     """``[lo, hi]`` from summary.json (or None) as ``[0.12, 0.45]``."""
     if not lohi or any(v is None or math.isnan(v) for v in lohi):

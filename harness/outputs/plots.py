@@ -1,32 +1,56 @@
-"""PNG plots for a run: per task, the primary rate by conjugate for both models, with 95% intervals."""
+"""The run's PNG plots, drawn here and only here, returned as bytes (the caller writes or embeds them).
+
+* ``<task>.png``: per task, the primary rate by conjugate for both models, with 95% Wilson intervals;
+* ``recovery-heatmap.png``: recovery by task and conjugate;
+* ``<task>-probe.png``: mean probe P(target) next to the greedy rate, where the run has a probe.
+
+:func:`draw_plots` decides which plots a run gets; each ``*_png`` function returns None when summary.json
+has nothing to draw.
+"""
 from __future__ import annotations
 
+import io
 import math
-from pathlib import Path
+from typing import Any
 
 from harness.outputs.format import display_name
 
 COLOURS = {"pretrained": "#4c72b0", "finetuned": "#dd8452"}
 
 
-def plot_rates(summary: dict, transforms: list[str], task: str, label: str, path: Path, title: str = "") -> Path | None:
-    """Grouped bars (pretrained, fine-tuned) of ``label`` rate per transform, Wilson intervals as error bars."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    idx = {(r["model"], r["transform"]): r for r in summary["rows"] if r["task"] == task and r["group"] == "all"}
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def rates_png(summary: dict, transforms: list[str], task: str, label: str, title: str = "") -> bytes | None:
+    """Grouped bars (pretrained, fine-tuned) of ``label`` rate per transform, Wilson intervals as error bars."""
+    idx = {(r["model"], r["transform"]): r for r in summary.get("rows") or [] if r["task"] == task and r["group"] == "all"}
     shown = [t for t in transforms if ("pretrained", t) in idx or ("finetuned", t) in idx]
     if not shown:
         return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(shown) + 1.5), 3.6), dpi=120)
     width = 0.38
     for j, model in enumerate(("pretrained", "finetuned")):
         xs, ys, lo, hi = [], [], [], []
         for i, t in enumerate(shown):
             r = idx.get((model, t))
-            if not r or math.isnan(r["rates"][label]["rate"]):
+            if not r or not math.isfinite(_num((r["rates"].get(label) or {}).get("rate"))):
                 continue
             v = r["rates"][label]
             xs.append(i + (j - 0.5) * width)
@@ -41,9 +65,7 @@ def plot_rates(summary: dict, transforms: list[str], task: str, label: str, path
     ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _png(fig)
 
 
 def _num(x) -> float:
@@ -54,20 +76,18 @@ def _num(x) -> float:
         return math.nan
 
 
-def plot_recovery_heatmap(summary: dict, tasks: list[str], transforms: list[str], path, title: str = ""):
+def heatmap_png(summary: dict, tasks: list[str], transforms: list[str], title: str = "") -> bytes | None:
     """Task x transform heatmap of recovery (group "all"): diverging colours centred at 0, values (and the
     recovery CI where summary.json has one) written in the cells, missing or undefined cells grey.
 
-    Returns ``path``, or None when summary.json has no recovery values to show."""
+    None when summary.json has no recovery values to show."""
     recs = {(r["task"], r["transform"]): r for r in summary.get("recovery") or [] if r.get("group", "all") == "all"}
     tasks = [t for t in tasks if any((t, tr) in recs for tr in transforms)]
     shown = [tr for tr in transforms if any((t, tr) in recs for t in tasks)]
     if not tasks or not shown:
         return None
+    plt = _pyplot()
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
@@ -80,7 +100,7 @@ def plot_recovery_heatmap(summary: dict, tasks: list[str], transforms: list[str]
     finite = values[np.isfinite(values)]
     limit = min(2.0, max(1.0, float(np.abs(finite).max()) if finite.size else 1.0))
     cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#d9d9d9")
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.0 * len(shown) + 2.4), 1.3 + 0.8 * len(tasks)), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.0 * len(shown) + 2.4), 1.3 + 0.8 * len(tasks)), dpi=120)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
     for i, t in enumerate(tasks):
         for j, tr in enumerate(shown):
@@ -111,25 +131,18 @@ def plot_recovery_heatmap(summary: dict, tasks: list[str], transforms: list[str]
     ax.set_title(title or "Recovery (ft_T - ft_en) / (pt_en - ft_en), 95% CI where computed\n"
                  "0 = no change, 1 = back at the pretrained English rate; grey = not run or undefined", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _png(fig)
 
 
-def plot_probe(summary: dict, task: str, transforms: list[str], path, title: str = "", label: str = "icl"):
-    """Per transform, for each model: mean probe P(ICL) with its interval next to the greedy ``label``
-    rate with its Wilson interval (hatched). Returns ``path``, or None when summary.json has no probe rows for
-    ``task``."""
+def probe_png(summary: dict, task: str, transforms: list[str], label: str, target: str, title: str = "") -> bytes | None:
+    """Per transform, for each model: mean probe P(``target``) with its interval next to the greedy ``label``
+    rate with its Wilson interval (hatched). None when summary.json has no probe rows for ``task``."""
     probe = {(r["model"], r["transform"]): r for r in summary.get("probe") or []
              if r.get("task") == task and r.get("group", "all") == "all"}
     shown = [t for t in transforms if ("pretrained", t) in probe or ("finetuned", t) in probe]
     if not shown:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = {(r["model"], r["transform"]): r for r in summary.get("rows") or []
             if r.get("task") == task and r.get("group") == "all"}
     fig, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(shown) + 1.8), 3.8), dpi=120)
@@ -153,16 +166,39 @@ def plot_probe(summary: dict, task: str, transforms: list[str], path, title: str
         name = model.replace("finetuned", "fine-tuned")
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2.5, color=COLOURS[model],
                alpha=1.0 if kind == "probe" else 0.55, hatch="" if kind == "probe" else "///", edgecolor="white",
-               label=f"{name}: mean P({label.upper()}) (probe)" if kind == "probe" else f"{name}: greedy {label} rate")
+               label=f"{name}: mean P({target}) (probe)" if kind == "probe" else f"{name}: greedy {label} rate")
     ax.set_xticks(range(len(shown)), [display_name(t) for t in shown], rotation=20, ha="right")
     ax.set_ylabel("%")
     ax.set_ylim(0, 128)  # room for the legend above 100 %
     ax.set_yticks(range(0, 101, 20))
-    ax.set_title(title or f"{task}: probe P({label.upper()}) = p({label}) / (p(icl) + p(if)) vs greedy {label} rate "
-                 "(95% intervals)", fontsize=9)
+    ax.set_title(title or f"{task}: mean probe P({target}) vs greedy {label} rate (95% intervals)", fontsize=9)
     ax.legend(frameon=False, fontsize=7, ncol=2, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _png(fig)
+
+
+def draw_plots(manifest: dict, summary: dict, probe_keys: dict[str, tuple[str, str | None]] | None = None) -> dict[str, bytes]:
+    """Every plot the run gets, {file name: PNG bytes}: the tasks' rate bars, the recovery heatmap, the
+    probe plots. File names without ``.png`` are the plots' keys in manifest.json's ``plots``. ``probe_keys``:
+    per task, the probe's (target, other) keys from the samples (:func:`harness.outputs.views.probe.probe_keys`),
+    for summaries whose probe rows do not name their target."""
+    from harness.outputs.rundir import RunInfo
+    from harness.outputs.views.common import transforms_of
+    from harness.outputs.views.probe import greedy_label, probe_wording
+
+    info = RunInfo.of(manifest, summary)
+    tasks, transforms = info.tasks(), transforms_of(manifest, summary)
+    out: dict[str, bytes | None] = {}
+    for task in tasks:
+        label = info.primary_label(task)
+        out[f"{task}.png"] = rates_png(summary, transforms, task, label) if label else None
+    out["recovery-heatmap.png"] = heatmap_png(summary, tasks, transforms)
+    for task in tasks:
+        probes = [p for p in summary.get("probe") or [] if p.get("task") == task]
+        if not probes:
+            continue
+        target = next((p["target"] for p in probes if p.get("target")), (probe_keys or {}).get(task, (None, None))[0])
+        label = greedy_label(target, info.labels(task), info.primary_label(task))
+        out[f"{task}-probe.png"] = probe_png(summary, task, transforms, label, probe_wording(manifest, task, target)["target"])
+    return {name: png for name, png in out.items() if png is not None}

@@ -1,21 +1,20 @@
-"""Writing a run folder: summary.json, the plots, report.html, report.md, then manifest.json last.
+"""Writing a run folder: samples.jsonl, summary.json, the plots, report.html, report.md, then manifest.json
+last, each file atomically through :class:`harness.outputs.rundir.RunDir`.
 
 ``write_outputs`` is the last step of ``conjugate run``; ``rerender`` rebuilds everything from a finished
-run folder's samples (``conjugate report [--rescore]``) without generating.
+run folder's samples (``conjugate report [--rescore]``) without generating; ``write_views`` re-renders only
+the reports and plots from summary.json. The plots are drawn once (:func:`harness.outputs.plots.draw_plots`)
+and both reports are rendered from one view (:func:`harness.outputs.views.build_report`).
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
+from typing import Any, Iterable
 
-from harness.analysis.metrics import summarize
-from harness.analysis.probe_summary import probe_summary
+from harness.analysis.summary import summarize
 from harness.errors import ConjugateError
-from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
-from harness.outputs.markdown import render_report
-from harness.outputs.plots import plot_rates
+from harness.outputs.rundir import RunDir
 from harness.pipeline.context import RunContext
 from harness.registry import TRANSFORMS
 from harness.task import Task
@@ -28,52 +27,70 @@ AFTER_GENERATION = ("scoring failed", "transform inverse failed", "back-translat
 def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: dict[str, Task]) -> dict:
     task_labels = {name: list(t.labels) for name, t in tasks.items()}
     primary = {n: t.primary_label for n, t in tasks.items()}
-    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"])
-    try:
-        summary.update(probe_summary(samples, summary, primary))
-    except Exception as exc:  # the probe is an extra: never lose a run over it
-        summary.update({"probe": [], "probe_correlation": []})
-        note = f"probe summary failed: {type(exc).__name__}: {exc}"
+    notes: list[str] = []  # failures of optional sections (the probe's): never lose a run over them
+    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"],
+                        notes=notes)
+    for note in notes:
         if note not in manifest.setdefault("notes", []):
             manifest["notes"].append(note)
     manifest["task_labels"] = task_labels
     manifest["primary_labels"] = {n: t.primary_label for n, t in tasks.items()}
-    atomic_write_jsonl(run_dir / "samples.jsonl", (s.to_json() for s in samples))
-    atomic_write_json(run_dir / "summary.json", summary)
-    plots = {}
-    for name, task in tasks.items():
-        png = run_dir / f"{name}.png"
-        tmp = run_dir / f".{name}.png.tmp.png"
-        if plot_rates(summary, manifest["spec"]["transforms"], name, task.primary_label, tmp):
-            os.replace(tmp, png)
-            plots[name] = png.name
-    manifest["plots"] = plots
-    from harness.outputs.html import write_html  # noqa: PLC0415 (matplotlib/jinja2 only when writing)
-
-    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
-        if (run_dir / extra).exists():
-            (run_dir / extra).unlink()  # written afresh by write_html when there is something to plot
-    write_html(run_dir, manifest, summary, samples)
-    for extra in ("recovery-heatmap.png", *(f"{name}-probe.png" for name in tasks)):
-        if (run_dir / extra).exists():
-            plots[extra.removesuffix(".png")] = extra
-    atomic_write_text(run_dir / "report.md", render_report(manifest, summary, task_labels))
-    atomic_write_json(run_dir / "manifest.json", manifest)  # last: its presence marks a complete run
+    old_plots = manifest.get("plots") or {}
+    files, manifest["plots"] = report_files(manifest, summary, samples)
+    RunDir(run_dir).write(manifest, summary, samples, files)  # manifest.json last: it marks a complete run
+    _remove_stale_plots(Path(run_dir), old_plots, manifest["plots"])
     return summary
+
+
+def report_files(manifest: dict, summary: dict, samples: Iterable[Any]) -> tuple[dict[str, str | bytes], dict[str, str]]:
+    """The report's files, {file name: content}: the plots, report.html and report.md; and the plots'
+    entry of manifest.json ({plot key: file name}). Plots are drawn once and shown by both reports."""
+    from harness.outputs.html import render_html  # noqa: PLC0415 (matplotlib/jinja2 only when writing)
+    from harness.outputs.markdown import render_markdown
+    from harness.outputs.plots import draw_plots
+    from harness.outputs.views import build_report
+    from harness.outputs.views.probe import probe_keys
+    from harness.outputs.views.samples import as_dict
+
+    records = [as_dict(s) for s in samples]
+    pngs = draw_plots(manifest, summary, probe_keys(records))
+    plots = {name.removesuffix(".png"): name for name in pngs}
+    view = build_report(manifest, summary, records, plots)
+    return {**pngs, "report.html": render_html(view, pngs), "report.md": render_markdown(view)}, plots
+
+
+def _remove_stale_plots(run_dir: Path, old: dict, new: dict) -> None:
+    """Plots an earlier render listed in manifest.json and this one did not draw (e.g. a probe re-scored away)."""
+    for name in set(old.values()) - set(new.values()):
+        if isinstance(name, str) and name.endswith(".png") and Path(name).name == name:
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def write_views(run_dir: str | Path) -> Path:
+    """Re-draw the plots and re-render report.md and report.html of a finished run from its summary.json and
+    samples, recomputing nothing; manifest.json is rewritten only when its list of plots changed."""
+    folder = RunDir(run_dir)
+    run = folder.read(samples="need")
+    manifest, old_plots = run.manifest.data, run.manifest.data.get("plots") or {}
+    files, plots = report_files(manifest, run.summary.data, run.sample_records)
+    for name, content in files.items():
+        folder.write_file(name, content)
+    if plots != old_plots:
+        manifest["plots"] = plots
+        folder.write_manifest(manifest)
+        _remove_stale_plots(folder.path, old_plots, plots)
+    return folder.path / "report.html"
 
 
 def rerender(run_dir: str | Path, rescore: bool = False) -> Path:
     """Rebuild summary.json and report.md from samples.jsonl, optionally re-scoring; never generates."""
     run_dir = Path(run_dir)
-    mpath, spath = run_dir / "manifest.json", run_dir / "samples.jsonl"
-    if not mpath.exists() or not spath.exists():
-        raise ConjugateError(f"{run_dir} is not a finished run folder (needs manifest.json and samples.jsonl)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        samples = [Sample.from_dict(d) for d in read_jsonl(spath)]
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise ConjugateError(f"{run_dir}: could not read run files ({exc})") from None
-    from harness.pipeline.runner import create_task, score_samples  # the pipeline imports this module
+    run = RunDir(run_dir).read(samples="need", summary=False)  # summary.json is what this rebuilds
+    manifest, samples = run.manifest.data, run.samples
+    if not run.manifest.tasks:
+        raise ConjugateError(f"{run_dir / 'manifest.json'}: spec.tasks: missing; restore the manifest written by `conjugate run`")
+    from harness.pipeline.plan import create_task  # noqa: PLC0415 (loads the task registry only when re-rendering)
+    from harness.pipeline.score import score_samples  # noqa: PLC0415
 
     task_options = manifest["spec"].get("task_options") or {}
     tasks = {name: create_task(name, task_options.get(name)) for name in manifest["spec"]["tasks"]}
