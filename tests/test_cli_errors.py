@@ -125,7 +125,7 @@ def test_transform_argument_errors(cli, isolated):
 
 
 def test_report_of_a_missing_folder(cli):
-    assert_user_error(cli("report", "/nonexistent"), "/nonexistent is not a finished run folder")
+    assert_user_error(cli("report", "/nonexistent"), "/nonexistent: no such folder")
 
 
 def test_models_that_do_not_exist(cli, tmp_path, isolated):
@@ -146,3 +146,42 @@ def test_no_command_prints_help_and_exits_2(cli):
     assert proc.returncode == 2
     assert "usage: conjugate" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+# -- the command modules --------------------------------------------------------------------------
+
+COMMANDS = ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_its_help(command, capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: conjugate {command}")
+
+
+def test_top_level_help_lists_every_command(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0
+    listed = [line.split()[0] for line in proc.stdout.split("COMMAND\n", 1)[1].splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == COMMANDS
+
+
+def test_unknown_command(cli):
+    assert_user_error(cli("evaluate"), "invalid choice: 'evaluate'")
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    import harness.commands.list as list_command
+    from harness.cli import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(list_command, "run", interrupted)
+    assert main(["list", "tasks"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """`conjugate compare RUN_A RUN_B`: known rates give known differences, a known McNemar p, clear errors.
 
-Both runs are crafted in tmp_path (samples -> harness.analysis.metrics.summarize -> summary.json), so no model is
+Both runs are crafted in tmp_path (samples -> harness.analysis.summary.summarize -> summary.json), so no model is
 loaded and results/ is not needed.
 
 Run A and run B share 20 icl_vs_if examples. In the (identity, fine-tuned) cell A says ``icl`` on
@@ -20,7 +20,7 @@ import pytest
 
 from harness.cli import main
 from harness.analysis.compare import TWO_PROPORTION, compare_runs
-from harness.analysis.metrics import summarize
+from harness.analysis.summary import summarize
 from harness.types import Sample
 
 try:
@@ -155,7 +155,7 @@ def test_errors_exit_2(runs, tmp_path, capsys):
         return e
 
     assert "not a finished run folder" in err(tmp_path, runs[1])
-    assert "not a folder" in err(tmp_path / "nope", runs[1])
+    assert "nope: no such folder" in err(tmp_path / "nope", runs[1])
     other = make_run(tmp_path / "refusal-run", "other", {("identity", "pretrained"): lambda i: "refuse"}, task="refusal")
     assert "no (task, conjugate, model) cell in common" in err(runs[0], other)
     assert "--metric 'nope' is not an outcome label" in err(runs[0], runs[1], "--metric", "nope")
@@ -163,7 +163,7 @@ def test_errors_exit_2(runs, tmp_path, capsys):
 
 def test_real_cli_subprocess(runs, tmp_path):
     proc = run_cli("compare", str(runs[0]), str(tmp_path / "missing"))
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "not a folder" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "missing: no such folder" in proc.stderr
     proc = run_cli("compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o" / "compare.html").exists()

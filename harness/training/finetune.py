@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import ConfigError, ConjugateError
-from harness.io import atomic_write_json, atomic_write_text, iter_jsonl, package_versions
+from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, package_versions
 from harness.pipeline.models import ModelSpec
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -174,18 +175,24 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def train(cfg: FinetuneConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
-    """Run the recipe; return the output folder."""
+def lr_at(cfg: FinetuneConfig, step: int) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine decay to 10% of ``cfg.lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _lora_model(cfg: FinetuneConfig):
+    """(tokenizer, add_bos, the base model wrapped with fresh LoRA adapters in train mode).
+
+    Called right after seeding: the adapters' initial weights come from the torch RNG.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
 
     from harness.backends.hf import load_hf
 
-    out = Path(cfg.out)
-    rows = load_examples(cfg.data, cfg.n_examples, cfg.seed)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     spec = ModelSpec.from_dict("base", cfg.base)
     tok, model, add_bos = load_hf(spec, threads=cfg.threads, device="cpu" if not torch.cuda.is_available() else None)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -197,63 +204,79 @@ def train(cfg: FinetuneConfig, progress: bool = True, log: Callable[[str], None]
                       bias="none", task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     peft_model.train()
-    causal_lm = peft_model.get_base_model()
-    encoded = [encode_example(tok, add_bos, r["instruction"], r["response"], cfg.max_len) for r in rows]
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    return tok, add_bos, peft_model
 
-    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = Checkpoint(out / "checkpoint.pt", cfg)
-    start, log_lines, spent = ckpt.load(peft_model, opt)
-    if log:
-        log(f"finetune {cfg.base}: {len(rows)} examples, {n_trainable:,} trainable LoRA parameters, {cfg.steps} steps"
-            + (f"; resuming after step {start} from {ckpt.path}" if start else ""))
-    bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
-    started = time.time() - spent
+def _collate(encoded: list[tuple[list[int], list[int]]], idx: list[int], pad: int):
+    """(ids, labels, attention mask) of one batch, right-padded to its longest example."""
+    import torch
+
+    width = max(len(encoded[i][0]) for i in idx)
+    ids = torch.full((len(idx), width), pad, dtype=torch.long)
+    labels = torch.full((len(idx), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for r, i in enumerate(idx):
+        x, y = encoded[i]
+        ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return ids, labels, mask
+
+
+@dataclass
+class _Training:
+    """What the step loop works on: the recipe, the model and its optimizer, the data, and where it saves."""
+
+    cfg: FinetuneConfig
+    peft_model: Any
+    opt: Any
+    params: list
+    encoded: list[tuple[list[int], list[int]]]
+    pad: int
+    ckpt: Checkpoint
+    out: Path
+    log_lines: list[str]  # one JSON line per finished step, the resumed ones included
+    started: float  # time.time() at the start, minus the seconds of a resumed run
+
+
+def _steps(tr: _Training, start: int, progress: bool) -> None:
+    """Optimizer steps ``start`` .. ``cfg.steps``, with a checkpoint every ``save_every`` steps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg = tr.cfg
+    causal_lm = tr.peft_model.get_base_model()
     device = causal_lm.device
-    for step, idx in enumerate(_batches(len(encoded), cfg.batch_size, cfg.steps, cfg.seed)):
+    bar = tqdm(total=cfg.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
+    for step, idx in enumerate(_batches(len(tr.encoded), cfg.batch_size, cfg.steps, cfg.seed)):
         if step < start:
             continue  # done before the restart; the batch order is replayed, not recomputed
         t0 = time.time()
-        width = max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        labels = torch.full((len(idx), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            x, y = encoded[i]
-            ids[r, : len(x)], labels[r, : len(y)], mask[r, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+        ids, labels, mask = _collate(tr.encoded, idx, tr.pad)
+        for group in tr.opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
         loss = response_loss(causal_lm, ids.to(device), mask.to(device), labels.to(device))
         if not torch.isfinite(loss):
             raise ConjugateError(f"finetune: loss became {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
+        tr.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        rec = {"step": step + 1, "loss": round(loss.item(), 6), "lr": lr_at(step),
+        torch.nn.utils.clip_grad_norm_(tr.params, 1.0)
+        tr.opt.step()
+        rec = {"step": step + 1, "loss": round(loss.item(), 6), "lr": lr_at(cfg, step),
                "tokens": int((labels[:, 1:] != -100).sum()), "seconds": round(time.time() - t0, 3)}
-        log_lines.append(json.dumps(rec))
+        tr.log_lines.append(json.dumps(rec))
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
         bar.update(1)
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:  # resumable: a killed run loses < save_every steps
-            ckpt.save(peft_model, opt, step + 1, log_lines, time.time() - started)
-            atomic_write_text(out / "training.jsonl", "\n".join(log_lines) + "\n")
-    atomic_write_text(out / "training.jsonl", "\n".join(log_lines) + "\n")
+            tr.ckpt.save(tr.peft_model, tr.opt, step + 1, tr.log_lines, time.time() - tr.started)
+            atomic_write_text(tr.out / "training.jsonl", "\n".join(tr.log_lines) + "\n")
+    atomic_write_text(tr.out / "training.jsonl", "\n".join(tr.log_lines) + "\n")
     bar.close()
-    seconds = time.time() - started
-    peft_model.save_pretrained(str(out), safe_serialization=True)
-    adapter = out / "adapter_model.safetensors"
-    losses = [json.loads(l)["loss"] for l in log_lines]
-    recipe = {
+
+
+def _recipe(cfg: FinetuneConfig, rows: list[dict], n_trainable: int, adapter: Path, losses: list[float],
+            seconds: float) -> dict[str, Any]:
+    """recipe.json: the config, what the data and adapter hash to, timings, loss summary and versions."""
+    tenth = max(1, len(losses) // 10)
+    return {
         "config": cfg.to_dict(),
         "data_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
         "n_examples": len(rows),
@@ -262,11 +285,38 @@ def train(cfg: FinetuneConfig, progress: bool = True, log: Callable[[str], None]
         "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / cfg.steps, 3),
         "first_loss": losses[0], "last_loss": losses[-1],
-        "mean_loss_first_10pct": sum(losses[: max(1, len(losses) // 10)]) / max(1, len(losses) // 10),
-        "mean_loss_last_10pct": sum(losses[-max(1, len(losses) // 10):]) / max(1, len(losses) // 10),
+        "mean_loss_first_10pct": sum(losses[:tenth]) / tenth,
+        "mean_loss_last_10pct": sum(losses[-tenth:]) / tenth,
         "versions": package_versions(("conjugate-harness", "torch", "transformers", "peft")),
     }
-    atomic_write_json(out / "recipe.json", recipe)
+
+
+def train(cfg: FinetuneConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Run the recipe (resuming from a checkpoint of the same recipe in ``cfg.out``); return the output folder."""
+    import torch
+
+    out = Path(cfg.out)
+    rows = load_examples(cfg.data, cfg.n_examples, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    tok, add_bos, peft_model = _lora_model(cfg)
+    encoded = [encode_example(tok, add_bos, r["instruction"], r["response"], cfg.max_len) for r in rows]
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpoint(out / "checkpoint.pt", cfg)
+    start, log_lines, spent = ckpt.load(peft_model, opt)
+    if log:
+        log(f"finetune {cfg.base}: {len(rows)} examples, {n_trainable:,} trainable LoRA parameters, {cfg.steps} steps"
+            + (f"; resuming after step {start} from {ckpt.path}" if start else ""))
+    tr = _Training(cfg, peft_model, opt, params, encoded, pad, ckpt, out, log_lines, time.time() - spent)
+    _steps(tr, start, progress)
+    seconds = time.time() - tr.started
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    losses = [json.loads(line)["loss"] for line in log_lines]
+    atomic_write_json(out / "recipe.json", _recipe(cfg, rows, n_trainable, out / "adapter_model.safetensors", losses, seconds))
     ckpt.remove()
     plot_loss(losses, out / "loss.png", title=f"LoRA r={cfg.rank} on {cfg.base} ({cfg.data})")
     return out
@@ -288,5 +338,7 @@ def plot_loss(losses: list[float], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG

@@ -1,0 +1,71 @@
+"""Argument helpers shared by several commands: comma lists, KEY=VALUE pairs, option values, MT options.
+
+Cheap to import (the standard library and :mod:`harness.errors` only).
+"""
+from __future__ import annotations
+
+import argparse
+
+from harness.errors import ConjugateError
+
+
+def csv(s: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an argparse ``type`` for comma-separated lists)."""
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def positive_int(s: str) -> int:
+    """An argparse ``type`` for counts that must be at least 1."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def parse_value(v: str):
+    """An option value from the command line: int, float, true/false, or the string."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` items of a repeatable flag as a dict; a malformed item names the flag and an example."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConjugateError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def mt_from_args(provider: str | None, items: list[str], base: dict) -> dict:
+    """The ``mt`` section of a run spec from ``--mt-provider`` / ``--mt-option`` on top of ``base``.
+
+    Known service fields (timeout, retries, rate limit, cache) are typed; anything else goes to the provider.
+    """
+    from harness.pipeline.context import MT_FIELDS
+
+    mt = dict(base)
+    if provider:
+        mt["provider"] = provider
+    for k, v in pairs(items, "--mt-option", "timeout=30").items():
+        if k in MT_FIELDS and k not in ("provider", "options"):
+            mt[k] = v if k == "cache" else parse_value(v)
+        else:
+            mt.setdefault("options", {})[k] = v
+    return mt
+
+
+def log(msg: str) -> None:
+    """Progress lines of every command: ``[conjugate] ...`` on stderr."""
+    import sys
+
+    print(f"[conjugate] {msg}", file=sys.stderr, flush=True)

