@@ -379,7 +379,7 @@ def test_hfmt_marian_multi_target_token(tiny_mt):
 
 
 def test_nllb_code_mapping():
-    from harness.translators.providers.hf_mt import LANGUAGES, nllb_code
+    from harness.translators.providers.hf_mt.languages import LANGUAGES, nllb_code
 
     assert nllb_code("fr") == "fra_Latn" and nllb_code("pt-BR") == "por_Latn" and nllb_code("de") == "deu_Latn"
     assert nllb_code("zh") == "zho_Hans" and nllb_code("zh-TW") == "zho_Hant" and nllb_code("ar") == "arb_Arab"
