@@ -200,6 +200,7 @@ SECTIONS: Registry = Registry(
         "agreement": "harness.analysis.summary.paired:agreement",
         "tests": "harness.analysis.summary.paired:tests",
         "probe": "harness.analysis.summary.probe:probe",
+        "config_agreement": "harness.outputs.views.config_agreement:config_agreement",  # a report section in one file
     },
 )
 
