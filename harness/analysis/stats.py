@@ -27,8 +27,9 @@ repeated experiment on fresh examples.
   remaining ones and the number dropped is reported with it.
 * Intervals are percentile intervals (2.5th and 97.5th percentiles, linear interpolation).
 
-scipy is imported lazily (only :func:`spearman` and very large binomial tails need it) so that
-``summarize()`` stays fast to import and run.
+scipy is imported lazily, by the functions that use it (Wilson, Fisher, Spearman, very large binomial tails),
+so that importing this module stays cheap. The exact McNemar test stays hand-written: its integer arithmetic
+is exact, where scipy's binomtest is off by up to 2e-14.
 """
 from __future__ import annotations
 
@@ -74,20 +75,21 @@ def resample_counts(n: int, n_boot: int = DEFAULT_N_BOOT, rng: np.random.Generat
 
 # -- intervals ------------------------------------------------------------------------------
 
-Z95 = 1.959963984540054
 TINY_DENOMINATOR = 0.10  # |pt_en - ft_en| below this makes recovery unstable
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for k successes in n trials; (nan, nan) without trials."""
+def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (scipy's binomtest); (nan, nan) without trials.
+
+    The bounds are exactly 0 for k = 0 and exactly 1 for k = n, so the interval always contains k/n.
+    """
     if n == 0:
         return (math.nan, math.nan)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    lo = 0.0 if k == 0 else max(0.0, float(ci.low))
+    hi = 1.0 if k == n else min(1.0, float(ci.high))
     return (lo, hi)
 
 
@@ -398,22 +400,13 @@ def bootstrap_mean_ci(values: Sequence[float], key: Sequence[object] = (), resam
 
 # -- exact and asymptotic tests on two proportions ----------------------------------------------
 
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
 def fisher_one_sided(k_now: int, n_now: int, k_base: int, n_base: int, worse: str) -> float:
     """One-sided Fisher exact p-value that the current rate is lower (``worse="lower"``) or higher than the
-    baseline's, given both sets of counts (hypergeometric tail on the current successes)."""
-    total, succ = n_now + n_base, k_now + k_base
-    lo_x, hi_x = max(0, succ - n_base), min(succ, n_now)
-    denom = _log_comb(total, n_now)
+    baseline's, given both sets of counts (scipy's fisher_exact: the hypergeometric tail on the current successes)."""
+    from scipy.stats import fisher_exact
 
-    def pmf(x: int) -> float:
-        return math.exp(_log_comb(succ, x) + _log_comb(total - succ, n_now - x) - denom)
-
-    xs = range(lo_x, k_now + 1) if worse == "lower" else range(k_now, hi_x + 1)
-    return min(1.0, sum(pmf(x) for x in xs))
+    table = [[k_now, n_now - k_now], [k_base, n_base - k_base]]
+    return float(fisher_exact(table, alternative="less" if worse == "lower" else "greater").pvalue)
 
 
 def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> float | None:
@@ -463,7 +456,7 @@ def paired_ratio_diff(a, b, weights, col: int) -> dict[str, float]:
 
 
 __all__ = [
-    "DEFAULT_N_BOOT", "DEFAULT_SEED", "MCNEMAR_CHI2", "MCNEMAR_EXACT", "TINY_DENOMINATOR", "Z95", "Interval",
+    "DEFAULT_N_BOOT", "DEFAULT_SEED", "MCNEMAR_CHI2", "MCNEMAR_EXACT", "TINY_DENOMINATOR", "Interval",
     "PairedBootstrap", "SpearmanResult", "TestResult", "binom_cdf_half", "bootstrap_mean_ci", "bootstrap_method",
     "bootstrap_rate_ci", "bootstrap_weights", "chi2_sf_1df", "fisher_one_sided", "holm", "make_rng", "mcnemar",
     "paired_permutation", "paired_ratio_diff", "percentile_interval", "ratio_ci", "ratio_draws", "recovery",
