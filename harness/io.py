@@ -53,13 +53,25 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, object) for each non-blank line of a user JSONL file; bad JSON is a ConfigError."""
     from harness.errors import ConfigError
 
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    yield from json_lines(Path(path).read_text(encoding="utf-8").splitlines(), str(path), ConfigError)
+
+
+def json_lines(lines: Iterable[str], where: str, error: type[Exception], fix: str = "",
+               objects: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line; a bad line raises ``error`` naming ``where`` and the line.
+
+    ``objects``: every line must be a JSON object. ``fix`` is appended to the message (e.g. "; re-run ...").
+    """
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield i, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} line {i}: not valid JSON ({exc.msg})") from None
+            raise error(f"{where} line {i}: not valid JSON ({exc.msg}){fix}") from None
+        if objects and not isinstance(value, dict):
+            raise error(f"{where} line {i}: expected a JSON object, got {type(value).__name__}{fix}")
+        yield i, value
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import ConfigError
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, json_lines
 
 REQUIRED = ("source_lang", "target_lang", "source", "translation")
 
@@ -53,15 +53,8 @@ class Pack:
             raise ConfigError(f"translation pack {path} does not exist; write one with `conjugate translate --out {path}`")
         raw = path.read_bytes()
         entries: dict[tuple[str, str, str], dict] = {}
-        for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"translation pack {path} line {n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(e, dict):
-                raise ConfigError(f"translation pack {path} line {n}: expected an object, got {type(e).__name__}")
+        lines = raw.decode("utf-8", errors="replace").splitlines()
+        for n, e in json_lines(lines, f"translation pack {path}", ConfigError, objects=True):
             missing = [k for k in REQUIRED if not isinstance(e.get(k), str)]
             if missing:
                 raise ConfigError(f"translation pack {path} line {n}: field {missing[0]!r} is missing or not a string; "

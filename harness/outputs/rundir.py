@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 from harness.errors import ConjugateError
-from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text, json_lines
 from harness.types import Sample
 
 MANIFEST, SUMMARY, SAMPLES = "manifest.json", "summary.json", "samples.jsonl"
@@ -228,15 +228,7 @@ def read_samples(path: Path) -> tuple[list[Sample], list[dict[str, Any]]]:
     """(samples, the JSON objects as read) of a samples.jsonl; a bad line is named with its number."""
     samples, records = [], []
     fix = "re-run the same `conjugate run` command to regenerate it"
-    for i, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConjugateError(f"{path} line {i}: not valid JSON ({exc.msg}); {fix}") from None
-        if not isinstance(d, dict):
-            raise ConjugateError(f"{path} line {i}: expected a JSON object, got {type(d).__name__}; {fix}")
+    for i, d in json_lines(_read_text(path).splitlines(), str(path), ConjugateError, f"; {fix}", objects=True):
         missing = [k for k in SAMPLE_KEYS if k not in d]
         if missing:
             raise ConjugateError(f"{path} line {i}: {', '.join(missing)}: missing; {fix}")
