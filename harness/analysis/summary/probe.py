@@ -24,6 +24,7 @@ Cell = tuple[str, str, str, str]  # (task, model, transform, group)
 
 @section(keys=("probe", "probe_correlation"), order=50, optional=True)
 def probe(ctx: SummaryContext) -> dict[str, Any]:
+    """Task-inference probe: mean P(target) per cell with a bootstrap CI, and its Spearman correlation with greedy rates."""
     return probe_summary(ctx.samples, ctx.summary, ctx.primary)
 
 
