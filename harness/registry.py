@@ -143,6 +143,7 @@ TASKS: Registry = Registry(
         "icl_vs_if": "harness.tasks.icl_vs_if:IclVsIf",
         "refusal": "harness.tasks.refusal:Refusal",
         "toy_choice": "harness.tasks.toy_choice:ToyChoice",
+        "xnli": "harness.tasks.xnli:Xnli",
     },
 )
 
