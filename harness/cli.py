@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command module (cheap: no command does heavy imports here)."""
-    from harness import __version__
+    from harness.version import __version__
 
     p = _Parser(prog="conjugate", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"conjugate {__version__}")

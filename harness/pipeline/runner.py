@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import __version__
+from harness.version import __version__
 from harness.io import package_versions
 from harness.outputs.write import AFTER_GENERATION, write_outputs  # noqa: F401 (AFTER_GENERATION re-exported)
 from harness.pipeline import choice, probe as probing

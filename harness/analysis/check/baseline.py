@@ -23,7 +23,7 @@ BASELINE_VERSION = 1
 
 def build_baseline(run: Run, tasks: list[str], transforms: list[str] | None, models: tuple[str, ...]) -> dict:
     """The baseline document of ``run``: every label's count of the selected cells, and where they came from."""
-    from harness import __version__
+    from harness.version import __version__
 
     cells = []
     for task in tasks:
