@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from harness.commands.args import csv, log, mt_from_args, pairs, parse_value
 from harness.errors import ConjugateError
@@ -107,40 +106,31 @@ def run(a: argparse.Namespace) -> int:
 # -- flags -> RunSpec ----------------------------------------------------------------------------
 
 def spec_from_args(a: argparse.Namespace):
-    """The RunSpec of ``--config`` (if any) with the flags on top; ConjugateError names a bad flag."""
-    from harness.pipeline.models import ModelSpec
-    from harness.pipeline.spec import RunSpec
+    """The RunSpec of ``--config`` (if any) with the flags on top; ConjugateError names a bad flag.
 
-    base = RunSpec.from_yaml(a.config).to_dict() if a.config else {}
-    if (a.pretrained is None) != (a.finetuned is None) and not a.config:
-        missing = "--finetuned" if a.pretrained else "--pretrained"
-        raise ConjugateError(f"{missing} is missing: a run compares a pair, so give both (or neither for the embedded default pair)")
-    d = (RunSpec.from_dict(base) if base else RunSpec()).to_dict()
-    for role in ("pretrained", "finetuned"):
-        value = getattr(a, role)
-        if value is not None:
-            d[role] = {"model": value, "name": "+".join(Path(v.rstrip("/")).name or v for v in value.split("+"))}
-    _apply_model_flags(a, d, _backend_options(a))
-    for key in ("tasks", "transforms", "limit", "seed", "batch_size", "threads", "out", "run_id", "cache"):
-        v = getattr(a, key)
-        if v is not None:
-            d[key] = v
-    if a.max_new_tokens is not None:
-        d["sampling"] = {**d.get("sampling", {}), "max_new_tokens": a.max_new_tokens}
-    if a.translations:
-        d["translations"] = a.translations
-    mt = mt_from_args(a.mt_provider, a.mt_option, d.get("mt") or {})
-    if mt:
-        d["mt"] = mt
-    for item in a.task_option:
+    The values go through :func:`harness.api.build_spec`, shared with ``harness.evaluate``: same spec, same run id.
+    """
+    from harness.api import build_spec
+
+    options = _backend_options(a)
+    return build_spec(a.pretrained, a.finetuned, config=a.config, backend=a.backend, backend_options=options,
+                      dtype=a.dtype, chat_template=a.chat_template, max_new_tokens=a.max_new_tokens,
+                      translations=a.translations, mt=mt_from_args(a.mt_provider, a.mt_option, {}),
+                      task_options=_task_options(a.task_option), where="flags",
+                      **{k: getattr(a, k) for k in ("tasks", "transforms", "limit", "seed", "batch_size", "threads",
+                                                     "out", "run_id", "cache")})
+
+
+def _task_options(items: list[str]) -> dict[str, dict]:
+    """``--task-option TASK.KEY=VALUE`` items as ``{task: {key: value}}``."""
+    out: dict[str, dict] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         task, dot, opt = key.strip().partition(".")
         if not sep or not dot or not task or not opt:
             raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
-        d.setdefault("task_options", {}).setdefault(task, {})[opt] = parse_value(value.strip())
-    for role in ("pretrained", "finetuned"):
-        d[role] = ModelSpec.from_dict(role, d[role])
-    return RunSpec.from_dict(d, where="flags")
+        out.setdefault(task, {})[opt] = parse_value(value.strip())
+    return out
 
 
 def _backend_options(a: argparse.Namespace) -> dict[str, str]:
@@ -157,16 +147,3 @@ def _backend_options(a: argparse.Namespace) -> dict[str, str]:
         else:
             raise ConjugateError(f"--server {a.server!r}: give `auto` or a URL such as http://127.0.0.1:8000/v1")
     return options
-
-
-def _apply_model_flags(a: argparse.Namespace, d: dict, options: dict[str, str]) -> None:
-    """Backend, options, dtype and chat template flags apply to both models of the spec dict ``d``."""
-    for role in ("pretrained", "finetuned"):
-        if a.backend:
-            d[role]["backend"] = a.backend
-        if options:
-            d[role]["options"] = {**d[role].get("options", {}), **options}
-        if a.dtype:
-            d[role]["dtype"] = a.dtype
-        if a.chat_template:
-            d[role]["chat_template"] = a.chat_template == "both" or (a.chat_template == "finetuned" and role == "finetuned")
