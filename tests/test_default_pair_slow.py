@@ -1,7 +1,10 @@
 """The embedded default pair (Gemma-3-270M GGUF vs SmolLM2-135M-Instruct GGUF) end to end. Slow."""
 from __future__ import annotations
 
+import gzip
 import json
+import math
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +68,43 @@ def test_default_finetuned_answers_and_refuses_in_english(tmp_path):
     outs = b.generate(prompts, Sampling(max_new_tokens=24))
     labels = [task.score(o, {"request": ""}).label for o in outs]
     assert labels.count("refuse") >= 6, list(zip(prompts, outs))
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "default-pair-limit20"
+
+
+def _floats_close(a, b, where: str = "summary") -> None:
+    """Equal structure, keys in the same order, equal strings and ints; floats within 1e-15 (Wilson via scipy)."""
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _floats_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _floats_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-15, (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_default_pair_outputs_match_the_pre_restructure_run(tmp_path):
+    """`conjugate run --limit 20` on the default pair gives the samples and summary the pre-restructure code gave.
+
+    Uses the user's generation cache (CI ran README command 1 with the same spec first, so this takes seconds
+    there). Differences allowed, each deliberate: `cached` per sample (a cache hit here), the per-config
+    agreement section added after the fixture was written, and Wilson bounds within 1e-15 (scipy's binomtest).
+    """
+    run_dir = run(RunSpec(limit=20, out=str(tmp_path), run_id="cmp"), progress=False)
+    want = gzip.decompress((FIXTURE / "samples.jsonl.gz").read_bytes()).decode("utf-8").splitlines()
+    got = (run_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(got) == len(want) == 480
+    for w, g in zip(want, got):
+        w, g = json.loads(w), json.loads(g)
+        w.pop("cached"), g.pop("cached")
+        assert g == w
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert list(summary)[-1] == "config_agreement"
+    del summary["config_agreement"]
+    _floats_close(json.loads(gzip.decompress((FIXTURE / "summary.json.gz").read_bytes())), summary)
