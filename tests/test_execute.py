@@ -161,29 +161,36 @@ def test_non_finite_loglikelihood_is_a_failure_and_not_cached(hf, mkey, tmp_path
                for i, r in enumerate(results) if i != 2)
     assert cache.count(LOGLIKELIHOODS) == 4
     expected = hf.loglikelihood([tuple(r) for r in reqs])
-    assert [r.value for i, r in enumerate(results) if i != 2] == [e for i, e in enumerate(expected) if i != 2]
+    # the same numbers up to float rounding: batch composition changes the order of float operations
+    got = [r.value for i, r in enumerate(results) if i != 2]
+    want = [e for i, e in enumerate(expected) if i != 2]
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert [g[0] for g in got] == pytest.approx([w[0] for w in want], rel=1e-5, abs=1e-4)
     cache.close()
 
 
 def test_resumed_run_batches_like_an_uninterrupted_one(hf, mkey, tmp_path):
-    """Batches are cut over all requests, longest first: a resumed run asks exactly the uncommitted batches."""
+    """Batches are cut over all requests, longest first: a resumed run asks exactly the uncommitted batches.
+
+    Log-likelihoods after the same context share a sequence, so a batch holds ``batch_size`` contexts."""
     reqs = [Loglikelihood(f"{'x ' * n}{p}", c) for n, p in enumerate(PROMPTS) for c in (" a", " b")]
     clean = Recording(hf)
-    ex = Executor(GenerationCache(tmp_path / "clean.sqlite"), mkey, batch_size=3)
+    ex = Executor(GenerationCache(tmp_path / "clean.sqlite"), mkey, batch_size=2)
     ex.run(ex.lookup(LOGLIKELIHOOD, reqs), lambda: clean)
-    assert [len(x) for x in clean.batches] == [3, 3, 3, 1]
+    assert [len(x) for x in clean.batches] == [4, 4, 2]
+    assert all(len({c for c, _ in batch}) <= 2 for batch in clean.batches)
     lengths = [len(c) for batch in clean.batches for c, _ in batch]
     assert lengths == sorted(lengths, reverse=True)  # longest first
 
     cache = GenerationCache(tmp_path / "c.sqlite")
-    ex = Executor(cache, mkey, batch_size=3)
+    ex = Executor(cache, mkey, batch_size=2)
     with pytest.raises(KeyboardInterrupt):  # killed while the third batch is in flight
         ex.run(ex.lookup(LOGLIKELIHOOD, reqs), lambda: Recording(hf, stop_after=2))
-    assert cache.count(LOGLIKELIHOODS) == 6  # two committed batches
+    assert cache.count(LOGLIKELIHOODS) == 8  # two committed batches
     resumed = Recording(hf)
     out = ex.run(ex.lookup(LOGLIKELIHOOD, reqs), lambda: resumed)
     assert resumed.batches == clean.batches[2:]
-    assert out.counts == {"requests": 10, "unique": 10, "cached": 6, "computed": 4, "failed": 0}
+    assert out.counts == {"requests": 10, "unique": 10, "cached": 8, "computed": 2, "failed": 0}
     cache.close()
 
 

@@ -274,13 +274,13 @@ class _Interrupted(_Counting):
 
 
 def test_interrupted_probe_resumes_without_recomputing(tiny_spec_kwargs):
-    spec = RunSpec(transforms=["identity"], limit=4, **{**tiny_spec_kwargs, "batch_size": 2})
+    spec = RunSpec(transforms=["identity"], limit=8, **{**tiny_spec_kwargs, "batch_size": 2})
     with pytest.raises(KeyboardInterrupt):
         run(spec, progress=False, backend_factory=lambda ms: _Interrupted(ms, []))
     con = sqlite3.connect(tiny_spec_kwargs["cache"])
     done = con.execute("SELECT COUNT(*) FROM loglikelihoods").fetchone()[0]
     con.close()
-    assert done == 4  # two committed batches of 2
+    assert done == 8  # two committed batches of two prompts (two continuations each: one sequence per prompt)
     calls: list[int] = []
     run_dir = run(spec, progress=False, backend_factory=lambda ms: _Counting(ms, calls))
     manifest = json.loads((run_dir / "manifest.json").read_text())

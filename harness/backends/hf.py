@@ -18,6 +18,9 @@ from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_st
 from harness.types import Sampling
 
 
+LOGIT_CHUNK = 512  # continuation positions per LM-head call
+
+
 def _dtype(name: str):
     import torch
 
@@ -118,25 +121,57 @@ class HFBackend(Backend):
         return [truncate_at_stop(t, stops) for t in texts]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """One forward pass per batch (right-padded, as lm-eval's hf model); the LM head only where a continuation
+        token is predicted."""
         import torch
 
-        results = []
-        for context, continuation in requests:
-            ctx, cont = self.encoder.split(context, continuation)
-            seq = torch.tensor([ctx + cont], device=self.device)
-            with torch.inference_mode():
-                hidden = self.model.model(input_ids=seq).last_hidden_state
-                pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=self.device)
-                logits = self.model.lm_head(hidden[0, pos]).float()
-                softcap = getattr(self.model.config, "final_logit_softcapping", None)
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-                logp = torch.log_softmax(logits, dim=-1)
-                target = torch.tensor(cont, device=self.device)
-                total = logp.gather(1, target[:, None]).sum().item()
-                greedy = bool((logp.argmax(-1) == target).all().item())
-            results.append((total, greedy))
+        pairs = [self._split(c, t) for c, t in requests]
+        # the model reads (context + continuation)[:-1]; choices of one token after the same context share a row
+        inputs = list(dict.fromkeys(tuple(ctx + cont[:-1]) for ctx, cont in pairs))
+        row_of = {x: i for i, x in enumerate(inputs)}
+        width = max(len(x) for x in inputs)
+        ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for i, x in enumerate(inputs):
+            ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, : len(x)] = 1
+        rows, pos, target = [], [], []
+        for ctx, cont in pairs:
+            rows += [row_of[tuple(ctx + cont[:-1])]] * len(cont)
+            pos += range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+            target += cont
+        with torch.inference_mode():
+            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            h = hidden[torch.tensor(rows, device=self.device), torch.tensor(pos, device=self.device)]
+            target_t = torch.tensor(target, device=self.device)
+            lp, hit = [], []
+            for a in range(0, len(target), LOGIT_CHUNK):  # Gemma's vocabulary has 262k entries: bound the memory
+                logp = torch.log_softmax(self._logits(h[a : a + LOGIT_CHUNK]), dim=-1)
+                t = target_t[a : a + LOGIT_CHUNK]
+                lp.append(logp.gather(1, t[:, None])[:, 0])
+                hit.append(logp.argmax(-1) == t)
+            lp_all, hit_all = torch.cat(lp).tolist(), torch.cat(hit).tolist()
+        results, i = [], 0
+        for _, cont in pairs:
+            results.append((float(sum(lp_all[i : i + len(cont)])), all(hit_all[i : i + len(cont)])))
+            i += len(cont)
         return results
+
+    def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token IDs of context and continuation; an empty context is the BOS (or EOS) token, as in lm-eval."""
+        ctx, cont = self.encoder.split(context, continuation)
+        if not ctx:
+            ctx = [self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id]
+        if not cont:
+            raise ValueError(f"continuation {continuation!r} has no tokens")
+        return ctx, cont
+
+    def _logits(self, h):
+        import torch
+
+        logits = self.model.lm_head(h).float()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / softcap) * softcap if softcap else logits
 
     def close(self) -> None:
         import gc

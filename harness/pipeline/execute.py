@@ -64,6 +64,14 @@ class RequestKind(ABC):
     def length(self, request: Any) -> int:
         """Batches are filled longest first (similar lengths pad less)."""
 
+    def shared(self, request: Any) -> str | None:
+        """Requests with the same value share one sequence of a batch (log-likelihoods: the context); None: none.
+
+        They are kept together, and the batch size counts them once, so a batch is ``batch_size`` sequences
+        (multiple-choice options after the same question cost one row, as in lm-eval's hf model).
+        """
+        return None
+
     @abstractmethod
     def call(self, backend: Backend, requests: Sequence[Any]) -> list[Any]:
         """Ask the backend for one batch (all of one group)."""
@@ -130,6 +138,9 @@ class LoglikelihoodKind(RequestKind):
 
     def length(self, request: Loglikelihood) -> int:
         return len(request.context)
+
+    def shared(self, request: Loglikelihood) -> str:
+        return request.context
 
     def call(self, backend: Backend, requests: Sequence[Loglikelihood]) -> list[tuple[float, bool]]:
         return backend.loglikelihood([tuple(r) for r in requests])
@@ -251,11 +262,26 @@ class Executor:
         for k, r in job.uniq.items():
             groups.setdefault(kind.group(r), []).append(k)
         for keys in groups.values():
-            keys.sort(key=lambda k: (-kind.length(job.uniq[k]), k))
-            for i in range(0, len(keys), self.batch_size):
-                batch = [k for k in keys[i : i + self.batch_size] if k not in job.hits]
+            keys.sort(key=lambda k: (-kind.length(job.uniq[k]), kind.shared(job.uniq[k]) or "", k))
+            for cut in self._cut(kind, job, keys):
+                batch = [k for k in cut if k not in job.hits]
                 if batch:
                     yield batch
+
+    def _cut(self, kind: RequestKind, job: Job, keys: list[str]) -> Iterator[list[str]]:
+        """``keys`` in batches of ``batch_size`` sequences (requests that share one count once)."""
+        batch: list[str] = []
+        seen: set = set()
+        for k in keys:
+            share = kind.shared(job.uniq[k])
+            tag = k if share is None else ("shared", share)
+            if tag not in seen and len(seen) == self.batch_size:
+                yield batch
+                batch, seen = [], set()
+            batch.append(k)
+            seen.add(tag)
+        if batch:
+            yield batch
 
     def _run_batch(self, backend: Backend, job: Job, batch: list[str], out: Outcome) -> None:
         kind, rows = job.kind, []
