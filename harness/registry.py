@@ -202,6 +202,7 @@ SECTIONS: Registry = Registry(
         "tests": "harness.analysis.summary.paired:tests",
         "probe": "harness.analysis.summary.probe:probe",
         "config_agreement": "harness.outputs.views.config_agreement:config_agreement",  # a report section in one file
+        "metrics": "harness.outputs.views.metrics:metrics",  # numbers in harness.analysis.summary.metrics
     },
 )
 

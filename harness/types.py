@@ -103,11 +103,15 @@ class Sample:
     #: multiple-choice tasks: log p(choice | prompt) per choice name (``response`` is the chosen name);
     #: left out of samples.jsonl when None, so generation tasks' lines are as before
     choice_logprobs: dict[str, float] | None = None
+    #: tasks that score themselves with several metrics (lm-eval tasks): per-sample metric values, keyed as the
+    #: task names them (``acc,none``); left out of samples.jsonl when None. The outcome comes from the first one
+    metrics: dict[str, float] | None = None
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        if d["choice_logprobs"] is None:
-            del d["choice_logprobs"]
+        for k in ("choice_logprobs", "metrics"):
+            if d[k] is None:
+                del d[k]
         return json.dumps(d, ensure_ascii=False, sort_keys=False)
 
     @classmethod
