@@ -28,7 +28,7 @@ __all__ = ["Result", "build_spec", "evaluate", "load"]
 
 ROLES = ("pretrained", "finetuned")
 CHAT_TEMPLATE = ("none", "finetuned", "both")
-TABLES = ("samples", "rates", "recovery")
+TABLES = ("samples", "rates", "recovery", "metrics")
 
 
 # -- values -> RunSpec (shared with `conjugate run`) --------------------------------------------------
@@ -209,7 +209,7 @@ class Result:
 
     def records(self) -> list[dict[str, Any]]:
         """One flat dict per sample: its fields, ``model_name``, and ``reference.*`` / ``probe.*`` /
-        ``choice_logprobs.*`` spread into columns (a non-scalar value as JSON text)."""
+        ``choice_logprobs.*`` / ``metrics.*`` (lm-eval tasks) spread into columns (a non-scalar value as JSON text)."""
         names = {role: self.model_name(role) for role in ROLES}
         out = []
         for s in self.samples:
@@ -218,7 +218,8 @@ class Result:
                                    "mode": s.mode, "outcome": s.outcome, "detail": s.detail, "error": s.error,
                                    "cached": s.cached, "prompt": s.prompt, "transformed_prompt": s.transformed_prompt,
                                    "response": s.response, "inverted": s.inverted}
-            for prefix, d in (("reference", s.reference), ("probe", s.probe), ("choice_logprobs", s.choice_logprobs)):
+            for prefix, d in (("reference", s.reference), ("probe", s.probe), ("choice_logprobs", s.choice_logprobs),
+                              ("metrics", s.metrics)):
                 for k, v in (d or {}).items():
                     row[f"{prefix}.{k}"] = _flat(v)
             out.append(row)
@@ -250,8 +251,13 @@ class Result:
             out.append(row)
         return out
 
+    def metrics(self, task: str | None = None) -> list[dict[str, Any]]:
+        """summary.json's ``metrics`` (lm-eval tasks): one dict per model x task x transform x metric, the mean
+        with its 95% interval ``lo``/``hi`` over ``n`` scored samples."""
+        return [dict(r) for r in self.summary.get("metrics") or [] if task is None or r.get("task") == task]
+
     def to_pandas(self, table: str = "samples", task: str | None = None):
-        """``table`` (samples, rates or recovery) as a pandas DataFrame; pandas is imported only here."""
+        """``table`` (samples, rates, recovery or metrics) as a pandas DataFrame; pandas is imported only here."""
         if table not in TABLES:
             raise ConjugateError(f"to_pandas: unknown table {table!r}; give one of {', '.join(TABLES)}")
         try:

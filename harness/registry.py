@@ -144,6 +144,7 @@ TASKS: Registry = Registry(
         "refusal": "harness.tasks.refusal:Refusal",
         "toy_choice": "harness.tasks.toy_choice:ToyChoice",
         "xnli": "harness.tasks.xnli:Xnli",
+        "lmeval": "harness.tasks.lmeval:LmEvalTask",
     },
 )
 

@@ -10,9 +10,11 @@ from harness.types import Example, Failed, Rendered, Sampling, Score
 if TYPE_CHECKING:
     from harness.pipeline.context import RunContext
 
-#: ``Task.output_type`` values: the model generates a response / the choices' log-likelihoods decide
-OUTPUT_TYPES = ("generate", "multiple_choice")
+#: ``Task.output_type`` values: the model generates a response / the choices' log-likelihoods decide /
+#: lm-eval builds, runs and scores the task (``lmeval:<task>``; :mod:`harness.lmeval.stage`)
+OUTPUT_TYPES = ("generate", "multiple_choice", "lmeval")
 MULTIPLE_CHOICE = "multiple_choice"
+EVALUATED_ELSEWHERE = "lmeval"
 
 #: translate English texts to one language: one result per text, the translation or a Failed with the reason
 Translator = Callable[[Sequence[str]], "list[str | Failed]"]
@@ -69,6 +71,10 @@ class Task(ABC):
     # optional hooks -------------------------------------------------------------
     def bind(self, ctx: "RunContext") -> None:
         """Receive the run's shared services (translation) before rendering (default: nothing to do)."""
+
+    def expand(self) -> "dict[str, Task] | None":
+        """A task that stands for several (an lm-eval group) returns them by name; None (the default): itself."""
+        return None
 
     def localize(self, key: str, language: str, translate: Translator) -> bool:
         """Add a rendering ``key`` in ``language`` by translating the task's English strings and data.

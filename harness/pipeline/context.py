@@ -36,7 +36,15 @@ class RunContext:
     mt: dict[str, Any] = field(default_factory=dict)
     translations: str | None = None  # a frozen pack
     progress: bool = False
+    lmeval_include: tuple[str, ...] = ()  # folders of lm-eval task YAMLs (lmeval:<task> tasks)
     _service: Any = None
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    def shared(self, key: str, make: Any) -> Any:
+        """One object per run under ``key`` (made by ``make()`` on first use), e.g. lm-eval's task catalog."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     @property
     def translation(self):

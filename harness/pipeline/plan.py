@@ -21,7 +21,7 @@ from harness.pipeline.models import DEFAULT_FINETUNED, DEFAULT_PRETRAINED
 from harness.pipeline.pool import ROLES
 from harness.pipeline.spec import RunSpec
 from harness.registry import TASKS, TRANSFORMS
-from harness.task import OUTPUT_TYPES, RenderFailed, Task
+from harness.task import EVALUATED_ELSEWHERE, OUTPUT_TYPES, RenderFailed, Task
 from harness.transform import Transform
 from harness.types import Example, Failed, Rendered, Sample, Sampling
 
@@ -43,7 +43,7 @@ def create_task(name: str, options: dict[str, Any] | None = None) -> Task:
     """The task ``name`` with its ``task_options`` (a bad option is a ConfigError naming it and the accepted ones)."""
     options = options or {}
     if options:
-        factory = TASKS.entry(name).load()
+        factory = TASKS.entry(name.partition(":")[0]).load()
         params = {k for k, p in inspect.signature(factory).parameters.items() if k != "self"
                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         unknown = sorted(set(options) - params)
@@ -58,7 +58,8 @@ def create_task(name: str, options: dict[str, Any] | None = None) -> Task:
 
 
 def make_context(spec: RunSpec, progress: bool = False) -> RunContext:
-    return RunContext(mt=dict(spec.mt), translations=spec.translations, progress=progress)
+    return RunContext(mt=dict(spec.mt), translations=spec.translations, progress=progress,
+                      lmeval_include=tuple(spec.lmeval_include))
 
 
 def build_sampling(task: Task, overrides: dict[str, Any], seed: int) -> Sampling:
@@ -75,17 +76,30 @@ def plan(spec: RunSpec, ctx: RunContext | None = None) -> Plan:
     transforms = {t: TRANSFORMS.create(t) for t in spec.transforms}
     for obj in (*tasks.values(), *transforms.values()):
         obj.bind(ctx)
+    tasks = expand_tasks(tasks)
     skip, notes = native_skips(tasks, transforms)
     samples: list[Sample] = []
     for tname, task in tasks.items():
+        if task.output_type == EVALUATED_ELSEWHERE:
+            continue  # lm-eval builds its prompts while the models run (harness.lmeval.stage)
         examples = task.examples(spec.seed)
         if spec.limit is not None:
             examples = examples[: spec.limit]
         for tid, tr in transforms.items():
             if (tname, tid) not in skip:
                 samples.extend(task_samples(tname, task, tid, tr, examples, notes))
-    sampling = {name: build_sampling(task, spec.sampling, spec.seed) for name, task in tasks.items()}
+    sampling = {name: build_sampling(task, spec.sampling, spec.seed) for name, task in tasks.items()
+                if task.output_type != EVALUATED_ELSEWHERE}  # lm-eval tasks: their own generation_kwargs
     return Plan(spec, tasks, transforms, samples, sampling, notes + pair_notes(spec), ctx)
+
+
+def expand_tasks(tasks: dict[str, Task]) -> dict[str, Task]:
+    """Tasks that stand for several (an lm-eval group: :meth:`Task.expand`) replaced by them, in order."""
+    out: dict[str, Task] = {}
+    for name, task in tasks.items():
+        parts = task.expand()
+        out.update(parts if parts else {name: task})
+    return out
 
 
 def native_skips(tasks: dict[str, Task], transforms: dict[str, Transform]) -> tuple[set[tuple[str, str]], list[str]]:

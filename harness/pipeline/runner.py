@@ -38,6 +38,7 @@ from harness.pipeline.plan import Plan, create_task, make_context, plan  # noqa:
 from harness.pipeline.pool import ROLES, BackendPool, backend_class, model_key
 from harness.pipeline.score import score_samples
 from harness.pipeline.spec import RunSpec
+from harness.task import EVALUATED_ELSEWHERE
 from harness.types import Sample
 
 Log = Callable[[str], None]
@@ -83,8 +84,9 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
     p = plan(spec, make_context(spec, progress))
     if log:
+        extra = " + lm-eval's documents" if has_lmeval(p) else ""
         log(f"run {spec.resolved_run_id()}: {spec.pretrained.name} vs {spec.finetuned.name}; "
-            f"{len(p.samples)} samples ({', '.join(spec.tasks)} x {', '.join(spec.transforms)})")
+            f"{len(p.samples)} samples{extra} ({', '.join(p.tasks)} x {', '.join(spec.transforms)})")
     run_dir = spec.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -105,10 +107,12 @@ def execute_plan(p: Plan, keys: dict[str, dict], factory: Callable[[ModelSpec], 
     try:
         req = requests(p, probe)
         work = [model_work(role, p, keys[role], cache, req, progress) for role in ROLES]
-        pool.needed = {w.role for w in work if w.needs_backend(pool)}
+        pool.needed = {w.role for w in work if w.needs_backend(pool)} | (set(ROLES) if has_lmeval(p) else set())
         for w in work:
             try:
                 run_model(w, p, pool, req, log)
+                if has_lmeval(p):
+                    req.info["lmeval"][w.role] = run_lmeval(w, p, pool, log)
             finally:
                 pool.release(w.role)
     finally:
@@ -120,7 +124,7 @@ def execute_plan(p: Plan, keys: dict[str, dict], factory: Callable[[ModelSpec], 
 def requests(p: Plan, probe: bool) -> Requests:
     """The continuations of multiple-choice samples and of the probe, forwarded where the prompt was."""
     req = Requests(choice.continuations(p.samples, p.tasks, p.transforms), {},
-                   {"generation": {}, "choices": {}, "probe": {"enabled": probe}})
+                   {"generation": {}, "choices": {}, "probe": {"enabled": probe}, "lmeval": {}})
     if probe:
         try:
             req.probe_conts, notes = probing.continuations(p.samples, p.tasks, p.transforms)
@@ -168,6 +172,21 @@ def run_model(w: ModelWork, p: Plan, pool: BackendPool, req: Requests, log: Log 
             f"({counts['seconds']} s)")
 
 
+def has_lmeval(p: Plan) -> bool:
+    return any(t.output_type == EVALUATED_ELSEWHERE for t in p.tasks.values())
+
+
+def run_lmeval(w: ModelWork, p: Plan, pool: BackendPool, log: Log | None) -> dict[str, Any]:
+    """The model's lm-eval tasks (harness.lmeval.stage), through the same executor and backend pool."""
+    from harness.lmeval.stage import run_lmeval as stage
+
+    counts = stage(p, w.role, w.executor, pool.opener(w.role, "generate"), f"lm-eval {w.role}: {w.spec.name}")
+    if log:
+        log(f"lm-eval {w.role}: {counts['requests']} requests, {counts['computed']} computed, "
+            f"{counts['cached']} from cache, {counts['failed']} failed ({counts['seconds']} s)")
+    return counts
+
+
 def apply_generations(samples: list[Sample], out: Outcome) -> None:
     """Each sample's response (and whether it came from the cache), or its error."""
     for s, r in zip(samples, out):
@@ -200,6 +219,8 @@ def manifest(p: Plan, keys: dict[str, dict], info: dict[str, Any], translation: 
     }
     if not out["choices"]:  # runs without multiple-choice tasks keep the manifest they had
         del out["choices"]
+    if info.get("lmeval"):
+        out["lmeval"] = info["lmeval"]
     return out
 
 

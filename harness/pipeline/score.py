@@ -1,7 +1,7 @@
 """Scoring: invert responses and label them (also ``conjugate report --rescore``, from a run's samples)."""
 from __future__ import annotations
 
-from harness.task import MULTIPLE_CHOICE, Task
+from harness.task import EVALUATED_ELSEWHERE, MULTIPLE_CHOICE, Task
 from harness.transform import Transform
 from harness.types import ERROR, Failed, Sample
 
@@ -13,8 +13,14 @@ def score_samples(samples: list[Sample], tasks: dict[str, Task], transforms: dic
     their response is a choice's name, so nothing is inverted.
     """
     choice = {n for n, t in tasks.items() if t.output_type == MULTIPLE_CHOICE}
-    inverted = _invert([s for s in samples if s.task not in choice], transforms)
+    elsewhere = {n for n, t in tasks.items() if t.output_type == EVALUATED_ELSEWHERE}
+    inverted = _invert([s for s in samples if s.task not in choice | elsewhere], transforms)
     for s in samples:
+        if s.task in elsewhere:  # lm-eval scored them (harness.lmeval.samples); a re-score keeps its metrics
+            if s.error is None and s.metrics is not None:
+                sc = tasks[s.task].score(s.inverted or "", {**s.reference, "metrics": s.metrics})
+                s.outcome, s.detail = sc.label, sc.detail
+            continue
         if s.error is not None:
             s.outcome, s.detail = ERROR, ""
             continue

@@ -29,7 +29,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
     for k in ("out", "run_id", "batch_size", "threads", "cache"):
         d.pop(k, None)
     d["mt"] = {k: v for k, v in (d.get("mt") or {}).items() if k in ("provider", "options")}  # not timeouts or the cache
-    for k in ("translations", "mt", "task_options"):  # keep run ids of specs without them unchanged
+    for k in ("translations", "mt", "task_options", "lmeval_include"):  # keep run ids of specs without them unchanged
         if not d.get(k):
             d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
@@ -60,6 +60,7 @@ class RunSpec:
     translations: str | None = None  # a frozen translation pack (JSONL); see `conjugate translate`
     mt: dict[str, Any] = field(default_factory=dict)  # machine translation: provider, options, timeout, ...
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {icl_vs_if: {sentences: FILE}}
+    lmeval_include: list[str] = field(default_factory=list)  # folders of lm-eval task YAMLs (lmeval:<task> tasks)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -97,6 +98,10 @@ class RunSpec:
         for k in self.task_options:
             if k not in self.tasks:
                 raise ConfigError(f"task_options.{k}: {k!r} is not among the run's tasks ({', '.join(self.tasks)})")
+        if isinstance(self.lmeval_include, str):
+            self.lmeval_include = [self.lmeval_include]
+        if not isinstance(self.lmeval_include, list) or not all(isinstance(p, str) for p in self.lmeval_include):
+            raise ConfigError("lmeval_include: must be a list of folders of lm-eval task YAML files")
         if self.run_id is not None and (not self.run_id or "/" in self.run_id or self.run_id.startswith(".")):
             raise ConfigError(f"run_id: {self.run_id!r} must be a plain folder name")
 
@@ -106,7 +111,7 @@ class RunSpec:
         return spec_hash(self.to_dict())
 
     def resolved_run_id(self) -> str:
-        return self.run_id or f"{'+'.join(self.tasks)}-{self.content_hash()}"
+        return self.run_id or f"{'+'.join(self.tasks).replace(':', '_')}-{self.content_hash()}"
 
     def run_dir(self) -> Path:
         return Path(self.out) / self.resolved_run_id()
