@@ -112,6 +112,9 @@ def test_run_under_conjugates_native_and_translated(tiny_model, tmp_path, gen_ca
     assert (f"lmeval:{MC}", "rot13", "finetuned", "acc_norm,none") in metric_rows
     report = (run_dir / "report.md").read_text()
     assert "acc_norm,none" in report
+    pngs = sorted(p.name for p in run_dir.glob("*.png"))
+    assert "lmeval_conj_opposites_en.png" in pngs and not any(":" in p for p in pngs)  # no URL scheme in a link
+    assert "](lmeval_conj_opposites_en.png)" in report
 
 
 def test_group_expands_and_task_option_declares_renderings(tiny_model, tmp_path, gen_cache):

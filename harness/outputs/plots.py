@@ -183,6 +183,7 @@ def draw_plots(manifest: dict, summary: dict, probe_keys: dict[str, tuple[str, s
     probe plots. File names without ``.png`` are the plots' keys in manifest.json's ``plots``. ``probe_keys``:
     per task, the probe's (target, other) keys from the samples (:func:`harness.outputs.views.probe.probe_keys`),
     for summaries whose probe rows do not name their target."""
+    from harness.outputs.format import plot_stem
     from harness.outputs.rundir import RunInfo
     from harness.outputs.views.common import transforms_of
     from harness.outputs.views.probe import greedy_label, probe_wording
@@ -192,7 +193,7 @@ def draw_plots(manifest: dict, summary: dict, probe_keys: dict[str, tuple[str, s
     out: dict[str, bytes | None] = {}
     for task in tasks:
         label = info.primary_label(task)
-        out[f"{task}.png"] = rates_png(summary, transforms, task, label) if label else None
+        out[f"{plot_stem(task)}.png"] = rates_png(summary, transforms, task, label) if label else None
     out["recovery-heatmap.png"] = heatmap_png(summary, tasks, transforms)
     for task in tasks:
         probes = [p for p in summary.get("probe") or [] if p.get("task") == task]
@@ -200,5 +201,5 @@ def draw_plots(manifest: dict, summary: dict, probe_keys: dict[str, tuple[str, s
             continue
         target = next((p["target"] for p in probes if p.get("target")), (probe_keys or {}).get(task, (None, None))[0])
         label = greedy_label(target, info.labels(task), info.primary_label(task))
-        out[f"{task}-probe.png"] = probe_png(summary, task, transforms, label, probe_wording(manifest, task, target)["target"])
+        out[f"{plot_stem(task)}-probe.png"] = probe_png(summary, task, transforms, label, probe_wording(manifest, task, target)["target"])
     return {name: png for name, png in out.items() if png is not None}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+from harness.outputs.format import plot_stem
 from harness.outputs.rundir import RunInfo
 from harness.outputs.views.common import anchor, transforms_of
 from harness.outputs.views.header import header_view, notes_view
@@ -53,10 +54,10 @@ def task_view(manifest: dict, summary: dict, task: str, labels: list[str], label
     t = TaskRows.of(summary, task, transforms)
     view: dict[str, Any] = {
         "task": task, "anchor": anchor(task), "label": label, "labels": labels,
-        "rates": rate_table_view(t, label, plots.get(task)) if t.present and label else None,
+        "rates": rate_table_view(t, label, plots.get(plot_stem(task))) if t.present and label else None,
         "outcomes": outcomes_view(t, labels),
         "by_config": by_config_view(t, label) if label else None,
-        "probe": probe_view(manifest, summary, task, labels, label, transforms, plots.get(f"{task}-probe"), probe_keys),
+        "probe": probe_view(manifest, summary, task, labels, label, transforms, plots.get(f"{plot_stem(task)}-probe"), probe_keys),
         "agreement": agreement_view(summary, task, transforms),
         "tests": paired_tests_view(summary, task, transforms),
         "extra": [v for v in (view(summary, task, transforms) for view in extra) if v],
