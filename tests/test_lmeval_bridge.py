@@ -207,3 +207,14 @@ def test_cli_errors_are_one_line(tmp_path):
     r = run_cli("run", "--tasks", "lmeval:conj_opposites_en", "--task-option",
                 "lmeval:conj_opposites_en.renderings=fr", "--lmeval-include", INCLUDE, "--out", str(tmp_path))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "KEY:TASK" in r.stderr
+
+
+def test_parallel_families_come_with_native_renderings():
+    """lm-eval's XNLI, PAWS-X, XStoryCloze and MGSM are parallel: lang:fr of xnli_en is xnli_fr (no data needed)."""
+    from harness.lmeval.catalog import Catalog
+
+    c = Catalog()
+    r = c.declared_renderings("xnli_en")
+    assert r["fr"] == "xnli_fr" and r["de"] == "xnli_de" and len(r) == 14
+    assert c.declared_renderings("paws_en")["ja"] == "paws_ja"
+    assert c.declared_renderings("arc_easy") == {}

@@ -7,7 +7,10 @@
   include folders are indexed alone first; the built-ins only when a name is
   not found there (or a folder's YAML ``include:`` needs them).
 * Native renderings: ``metadata: {conjugate: {renderings: {fr: TASK_fr, ...}}}``
-  in a task's YAML, or the task option ``renderings``.
+  in a task's YAML, or the task option ``renderings``. lm-eval's parallel
+  multilingual families come declared (:data:`PARALLEL`: ``xnli_en`` renders
+  ``fr`` as ``xnli_fr``, ...): their documents are translations of the same
+  items in the same order, so doc ids pair up across languages.
 """
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import ConfigError, ConjugateError, UnknownNameError
+
+
+#: lm-eval's parallel multilingual families: English task -> (name pattern, the languages of the original dataset)
+PARALLEL = {
+    "xnli_en": ("xnli_{}", "ar bg de el es fr hi ru sw th tr ur vi zh"),  # XNLI (Conneau et al. 2018)
+    "paws_en": ("paws_{}", "de es fr ja ko zh"),  # PAWS-X
+    "xstorycloze_en": ("xstorycloze_{}", "ar es eu hi id my ru sw te zh"),  # XStoryCloze
+    "mgsm_direct_en": ("mgsm_direct_{}", "bn de es fr ja ru sw te th zh"),  # MGSM
+}
 
 
 def quiet_lm_eval() -> None:
@@ -77,13 +89,19 @@ class Catalog:
         return dict(self.entry(name).cfg or {})
 
     def declared_renderings(self, name: str) -> dict[str, str]:
-        """``metadata.conjugate.renderings`` of the task's YAML: {rendering key: lm-eval task}."""
+        """{rendering key: lm-eval task}: a parallel family's (:data:`PARALLEL`), then the task YAML's
+        ``metadata.conjugate.renderings`` on top."""
+        out = {}
+        if name in PARALLEL:
+            pattern, langs = PARALLEL[name]
+            known = set(self.manager([name]).all_subtasks)
+            out = {lang: pattern.format(lang) for lang in langs.split() if pattern.format(lang) in known}
         meta = self.config(name).get("metadata") or {}
         conj = meta.get("conjugate") if isinstance(meta, dict) else None
         r = conj.get("renderings") if isinstance(conj, dict) else None
-        if r is None:
-            return {}
-        return parse_renderings(r, f"lm-eval task {name}: metadata.conjugate.renderings")
+        if r is not None:
+            out.update(parse_renderings(r, f"lm-eval task {name}: metadata.conjugate.renderings"))
+        return out
 
     def load(self, names: Sequence[str]) -> dict[str, Any]:
         """lm-eval's TaskManager.load of leaf tasks; a failure names the task and lm-eval's reason."""

@@ -112,9 +112,11 @@ def native_skips(tasks: dict[str, Task], transforms: dict[str, Transform]) -> tu
         lacking = [n for n, t in tasks.items() if tr.native not in t.renderings]
         if len(lacking) == len(tasks):
             have = "; ".join(f"{n}: {', '.join(sorted(t.renderings))}" for n, t in tasks.items())
+            hint = next((f", or declare one for an lm-eval task: --task-option {n}.renderings={tr.native}:TASK"
+                         for n in tasks if n.startswith("lmeval:")), "")
             raise ConjugateError(
                 f"no native rendering for {tid!r} in any task (renderings: {have}); "
-                f"drop {tid!r} from --transforms, or use a translating transform"
+                f"drop {tid!r} from --transforms, or use a translating transform{hint}"
             )
         for n in lacking:
             skip.add((n, tid))
