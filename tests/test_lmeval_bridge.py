@@ -218,3 +218,16 @@ def test_parallel_families_come_with_native_renderings():
     assert r["fr"] == "xnli_fr" and r["de"] == "xnli_de" and len(r) == 14
     assert c.declared_renderings("paws_en")["ja"] == "paws_ja"
     assert c.declared_renderings("arc_easy") == {}
+
+
+def test_python_api_runs_lmeval_tasks(tiny_model, tmp_path):
+    import harness
+
+    r = harness.evaluate(str(tiny_model), str(tiny_model), tasks=["lmeval:conj_opposites_en"],
+                         transforms=["identity", "leetspeak"], limit=3, lmeval_include=[INCLUDE], out=tmp_path / "o",
+                         cache=tmp_path / "c.sqlite", progress=False, log=None)
+    rows = r.records()
+    assert len(rows) == 2 * 2 * 3 and all("metrics.acc,none" in x for x in rows)
+    means = {(m["model"], m["transform"], m["metric"]): m["mean"] for m in r.metrics()}
+    acc = [x["metrics.acc,none"] for x in rows if x["model"] == "pretrained" and x["transform"] == "leetspeak"]
+    assert means[("pretrained", "leetspeak", "acc,none")] == pytest.approx(sum(acc) / len(acc))

@@ -45,3 +45,50 @@ def test_gemma_identity_equals_stock_lm_eval(tmp_path, monkeypatch):
     # Gemma knows capitals and opposites in English: a real signal, not noise
     assert stock["results"]["conj_opposites_en"]["acc,none"] >= 0.6
     assert all(s["error"] is None for s in samples)
+
+
+def test_sigkill_mid_run_then_resume_recomputes_nothing_finished(tmp_path):
+    """`kill -9` of `conjugate run --tasks lmeval:...` once some batches are committed; the re-run computes only
+    the rest, and a third run computes nothing."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    cache, out = tmp_path / "g.sqlite", tmp_path / "results"
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--lmeval-include", "tasks/data/lmeval", "--tasks",
+           f"lmeval:{TASKS[0]},lmeval:{TASKS[1]}", "--transforms", "identity,leetspeak", "--limit", "12",
+           "--batch-size", "4", "--cache", str(cache), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1"}
+
+    def rows() -> int:
+        if not cache.exists():
+            return 0
+        con = sqlite3.connect(cache, timeout=30)
+        try:
+            return sum(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("generations", "loglikelihoods"))
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+        finally:
+            con.close()
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while rows() < 8 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = rows()
+
+    def manifest() -> dict:
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=1200)
+        return json.loads(next(out.glob("*/manifest.json")).read_text())["lmeval"]
+
+    counts = manifest()
+    assert sum(c["cached"] for c in counts.values()) == done > 0
+    assert sum(c["computed"] for c in counts.values()) == rows() - done
+    again = manifest()
+    assert sum(c["computed"] for c in again.values()) == 0
