@@ -87,13 +87,17 @@ def evaluate(lm: ConjugateLM, catalog, names: Sequence[str], limit: int | None, 
 
 @contextlib.contextmanager
 def _lm_eval_bars(enabled: bool):
-    """lm-eval's own progress bars (building requests) follow --no-progress too."""
+    """lm-eval's own progress bars (building requests) and datasets' (preparing a split) follow --no-progress."""
+    import datasets
     import lm_eval.api.task as lm_task
 
-    bar = lm_task.tqdm
+    bar, shown = lm_task.tqdm, datasets.is_progress_bar_enabled()
     if not enabled:
         lm_task.tqdm = functools.partial(bar, disable=True)
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
         lm_task.tqdm = bar
+        if shown and not enabled:
+            datasets.enable_progress_bars()
