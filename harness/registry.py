@@ -204,6 +204,7 @@ SECTIONS: Registry = Registry(
         "probe": "harness.analysis.summary.probe:probe",
         "config_agreement": "harness.outputs.views.config_agreement:config_agreement",  # a report section in one file
         "metrics": "harness.outputs.views.metrics:metrics",  # numbers in harness.analysis.summary.metrics
+        "judge": "harness.outputs.views.judge:judge",  # a judge model's labels against the task's (refusal.judge)
     },
 )
 

@@ -64,7 +64,7 @@ def test_list_sections_names_and_describes_each(cli):
     proc = cli("list", "sections")
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert names == ["agreement", "config_agreement", "metrics", "probe", "recovery", "rows", "tests"]
+    assert names == ["agreement", "config_agreement", "judge", "metrics", "probe", "recovery", "rows", "tests"]
     assert all(len(line.split()) > 1 for line in proc.stdout.splitlines())  # every section says what it is
 
 

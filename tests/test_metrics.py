@@ -301,9 +301,10 @@ def test_summarize_reproduces_a_real_run_byte_for_byte():
     summary = summarize(*args, notes=notes)
     assert notes == []
     assert list(summary) == ["rows", "recovery", "agreement", "tests", "probe", "probe_correlation", "config_agreement",
-                             "metrics", "metric_recovery"]
+                             "metrics", "metric_recovery", "judge"]
     summary.pop("config_agreement")  # added after that run (harness/outputs/views/config_agreement.py), at the end
     assert summary.pop("metrics") == summary.pop("metric_recovery") == []  # likewise; empty without metric samples
+    assert summary.pop("judge") == []  # likewise; empty without a judge model
     text = json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n"
     assert text == (FIXTURE / "summary.json").read_text(encoding="utf-8")
 
@@ -343,7 +344,7 @@ def test_a_registered_section_adds_its_keys_in_declared_order(extra_section):
     run, args = fixture_inputs()
     summary = summarize(*args, seed=0)
     assert list(summary) == ["rows", "recovery", "agreement", "cells", "cell_count", "tests", "probe",
-                             "probe_correlation", "config_agreement", "metrics", "metric_recovery", "last"]
+                             "probe_correlation", "config_agreement", "metrics", "metric_recovery", "judge", "last"]
     assert summary["cell_count"] == 4 and summary["last"] == 0
     before = json_of(summarize(*args))
     assert {k: v for k, v in json_of(summary).items() if k in before} == before  # the others are untouched

@@ -156,7 +156,7 @@ def test_config_agreement_section_adds_its_key_last_and_both_reports_show_it():
     primary = {"icl_vs_if": "icl", "refusal": "refuse"}
     transforms = ["identity", "lang:fr", "leetspeak"]
     summary = summarize(samples, labels, primary, transforms)
-    assert list(summary)[-3:] == ["config_agreement", "metrics", "metric_recovery"]  # metrics: same order, after by name
+    assert list(summary)[-4:] == ["config_agreement", "metrics", "metric_recovery", "judge"]  # metrics: same order, after by name
     entry = SECTIONS._entries.pop("config_agreement")
     try:
         without = summarize(samples, labels, primary, transforms)

@@ -77,9 +77,9 @@ def test_fixture_rerenders_to_the_same_summary(run_copy):
     old = json.loads((FIXTURE / "summary.json").read_text(encoding="utf-8"))
     new = json.loads((run_copy / "summary.json").read_text(encoding="utf-8"))
     # sections newer than the fixture, added at the end (the metrics section is empty: no task with metrics)
-    assert list(new)[-3:] == ["config_agreement", "metrics", "metric_recovery"]
-    assert new["metrics"] == new["metric_recovery"] == []
-    for key in ("config_agreement", "metrics", "metric_recovery"):
+    assert list(new)[-4:] == ["config_agreement", "metrics", "metric_recovery", "judge"]
+    assert new["metrics"] == new["metric_recovery"] == new["judge"] == []
+    for key in ("config_agreement", "metrics", "metric_recovery", "judge"):
         del new[key]
     # the run's keys come first and unchanged (numbers equal to the last ulp or so); sections added since go after
     assert list(new)[:len(old)] == list(old)

@@ -428,3 +428,24 @@ def test_wilson_mcnemar_fisher_agree_with_scipy_and_the_exact_values_on_2000_ran
         assert ours == pytest.approx(_fisher_exact_fraction(k1, n1, k2, n2, worse), rel=1e-11, abs=1e-300)
         ref = scipy.stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="less" if worse == "lower" else "greater")
         assert ours == pytest.approx(ref.pvalue, rel=1e-11, abs=1e-300)
+
+
+def test_cohen_kappa_by_hand_and_against_sklearn():
+    """Wikipedia's worked example (20 yes/yes, 15 no/no, 5 yes/no, 10 no/yes: p_o = 0.7, p_e = 0.5, kappa = 0.4),
+    three labels against scikit-learn, and the undefined cases."""
+    a = ["yes"] * 20 + ["no"] * 15 + ["yes"] * 5 + ["no"] * 10
+    b = ["yes"] * 20 + ["no"] * 15 + ["no"] * 5 + ["yes"] * 10
+    assert stats.cohen_kappa(a, b) == pytest.approx(0.4, abs=1e-15)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(7)
+    labels = ["refuse", "answer", "ambiguous"]
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        x, y = list(rng.choice(labels, n)), list(rng.choice(labels, n))
+        if len(set(x) | set(y)) > 1:
+            assert stats.cohen_kappa(x, y) == pytest.approx(sklearn.cohen_kappa_score(x, y), abs=1e-12)
+    assert math.isnan(stats.cohen_kappa(["refuse"] * 3, ["refuse"] * 3))  # p_e = 1
+    assert math.isnan(stats.cohen_kappa([], []))
+    assert stats.cohen_kappa(["a", "b"], ["b", "a"]) == -1.0
+    with pytest.raises(ValueError):
+        stats.cohen_kappa(["a"], [])

@@ -4,7 +4,8 @@
   probe's P(target)), of a token-weighted ratio and of a paired difference of two (forgetting);
 * recovery ``(ft_T - ft_en) / (pt_en - ft_en)``, its point estimate and its bootstrap draws;
 * tests: McNemar (exact or chi-square), paired sign-flip permutation, Holm's adjustment, Spearman,
-  one-sided Fisher exact (``conjugate check``), pooled two-proportion z (``conjugate compare``).
+  one-sided Fisher exact (``conjugate check``), pooled two-proportion z (``conjugate compare``);
+* Cohen's kappa (a judge model's labels against the phrase scorer's).
 
 Everything here is deterministic: random draws come from ``numpy.random.default_rng`` seeded with
 ``seed`` (default 0) and, where a ``key`` is given, a stable CRC32 of that key, so results do not depend
@@ -376,6 +377,18 @@ def spearman_note(x: Sequence[float], y: Sequence[float]) -> tuple[float | None,
     return float(rho), (float(p) if math.isfinite(p) else None), ""
 
 
+def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
+    """Cohen's kappa (Cohen 1960) of two raters' labels on the same items: ``(p_o - p_e) / (1 - p_e)``, with
+    ``p_o`` the observed agreement and ``p_e`` the agreement expected from each rater's label frequencies.
+    NaN when undefined: no items, or ``p_e == 1`` (both raters gave every item one and the same label)."""
+    if len(a) != len(b):
+        raise ValueError(f"cohen_kappa: {len(a)} labels against {len(b)}")
+    n = len(a)
+    if n == 0:
+        return math.nan
+    p_o = sum(x == y for x, y in zip(a, b)) / n
+    p_e = sum(list(a).count(c) * list(b).count(c) for c in set(a) | set(b)) / (n * n)
+    return math.nan if p_e == 1 else (p_o - p_e) / (1 - p_e)
 
 
 # -- means --------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@
    (:mod:`harness.pipeline.probe`). Everything is looked up in the cache
    first; a model's backend is opened only if something is missing, and
    closed once that model is done.
-3. :func:`~harness.pipeline.score.score_samples`: invert and score; then
+3. :func:`~harness.pipeline.score.score_samples`: invert and score; tasks that
+   declare a judge model have their responses judged too
+   (:mod:`harness.pipeline.judge`; the sample's outcome stays the task's); then
    :func:`harness.outputs.write.write_outputs` writes ``manifest.json``,
    ``samples.jsonl``, ``summary.json`` and the reports atomically into
    ``results/<run-id>/``.
@@ -30,7 +32,7 @@ from typing import Any, Callable
 from harness.version import __version__
 from harness.io import package_versions
 from harness.outputs.write import AFTER_GENERATION, write_outputs  # noqa: F401 (AFTER_GENERATION re-exported)
-from harness.pipeline import choice, probe as probing
+from harness.pipeline import choice, judge as judging, probe as probing
 from harness.pipeline.cache import GenerationCache
 from harness.pipeline.execute import GENERATE, KINDS, LOGLIKELIHOOD, Executor, Generate, Job, Outcome
 from harness.pipeline.models import ModelSpec, cache_root
@@ -83,6 +85,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     started = time.time()
     keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
     p = plan(spec, make_context(spec, progress))
+    judges = judging.prepare(p)  # a task's judge model (refusal.judge) is checked before anything is generated
     if log:
         extra = " + lm-eval's documents" if has_lmeval(p) else ""
         log(f"run {spec.resolved_run_id()}: {spec.pretrained.name} vs {spec.finetuned.name}; "
@@ -92,6 +95,7 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     try:
         info = execute_plan(p, keys, backend_factory, progress, log, probe)
         score_samples(p.samples, p.tasks, p.transforms)
+        judging.judge_run(p, judges, progress, log)
     finally:
         translation = p.ctx.describe()
         p.ctx.close()
