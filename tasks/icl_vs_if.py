@@ -5,11 +5,35 @@ it) on two sentences, then gives a query that is itself an instruction (a
 math question, or a sentence whose first word is blanked out). A pretrained
 model tends to continue the pattern (``icl``); an instruction-tuned model
 tends to answer the query (``if``). Four configs: {capslock, repeat} x
-{math, startblank}, 100 prompts each, drawn from a fixed seed.
+{math, startblank}, 100 prompts each.
 
-Native renderings: en, fr, es, nl, hu (project-written strings and a
-line-aligned project-written sentence pool), leetspeak and piglatin (derived
-from en with those transforms' forward maps, numbers left as digits).
+By default (task version 3) prompts and scoring are the paper's, byte for byte::
+
+    <instruction>\n\n<Input>: s1\n<Output>: S1\n\n<Input>: s2\n<Output>: S2\n\n<Input>: <query>\n<Output>:
+
+with the paper's strings in en, fr, es, nl, hu, leetspeak and pig latin
+(``Saisir:``/``Sortir:``, ``1npu7:``/``0u7pu7:``, ...; :mod:`.icl_vs_if_data`).
+The startblank query replaces the first word (split at spaces, punctuation
+included) by as many underscores as it has characters; its ICL answer is the
+blank, its instruction-following answer the word (upper-cased under
+capslock). The math ICL answer is the question's first word (upper-cased
+under capslock), the other the result. Examples are drawn as the paper's
+generator draws them: per config ``random.seed(10 + seed)``, then per prompt
+``random.sample`` of 3 sentences (2 demonstrations, the query's), and for
+math two ``randint(4, 20)`` and an operator; with the paper's pools
+(``pools=DIR``) the prompts are the paper's.
+
+Scoring (``scoring=paper``, default): ICL when the response starts with the
+ICL answer, with or without its leading space, after replacing ``\_`` by
+``_``; else IF when it starts with the IF answer; else other.
+``scoring=strict`` (versions 1-2): a capslock ICL answer must include a word
+that capitalising changes (``"___, WE"``, not ``"___"``), whole words only,
+``"6 + 4 = 10"`` counts as IF. ``format=compact`` and ``strings=project``
+give the project's earlier single-newline format and strings.
+
+Native renderings: en, fr, es, nl, hu (the project's line-aligned sentence
+pools), leetspeak and piglatin (pools derived from en with those transforms'
+forward maps, numbers left as digits).
 
 Any other language (``translate:pt``) is rendered by translating the English
 strings and sentence pool (:meth:`IclVsIf.localize`), through the translation
@@ -23,17 +47,14 @@ from __future__ import annotations
 import random
 import re
 from functools import cached_property
-from importlib.resources import files
 from pathlib import Path
 from typing import Callable
-
-import yaml
 
 from harness.errors import ConjugateError
 from harness.task import RenderFailed, Task, interleave
 from harness.templating import render
-from harness.translators.leetspeak import to_leet
-from harness.translators.piglatin import to_piglatin
+from harness.tasks import icl_vs_if_data as data_files
+from harness.tasks.icl_vs_if_data import DERIVED, LANGUAGES
 from harness.types import Example, Rendered, Sampling, Score
 
 ICL_TASKS: dict[str, Callable[[str], str]] = {"capslock": str.upper, "repeat": lambda s: s}
@@ -43,9 +64,9 @@ OPS: dict[str, Callable[[int, int], int]] = {
     "minus": lambda a, b: a - b,
     "times": lambda a, b: a * b,
 }
-LANGUAGES = ("en", "fr", "es", "nl", "hu")
-DERIVED = {"leetspeak": to_leet, "piglatin": to_piglatin}
 BLANK = "___"
+SCORING = {"paper": "the paper's rule: starts with the ICL (or IF) answer, with or without its leading space",
+           "strict": "strict: a capslock ICL answer needs a word that capitalising changes; whole words"}
 _SLOT = re.compile(r"(\{\{.*?\}\})")
 _ECHO = re.compile(r"^-?\d+\s*(?:[-+*x×]|plus|minus|times)\s*-?\d+\s*=\s*")
 _FIRST = re.compile(r"^(\S+?)([,.;:!?]*)(\s.*|)$", re.S)
@@ -99,7 +120,7 @@ class IclVsIf(Task):
     """In-context learning vs instruction following (Kotha et al. 2024 §4.1): 4 configs x 100 prompts."""
 
     name = "icl_vs_if"
-    version = "2"  # 2: a capslock ICL answer must include a word that capitalising changes (icl_prefix)
+    version = "3"  # 3: the paper's prompt bytes, strings, example draw and scoring by default; 2: strict capslock
     labels = ("icl", "if", "other")
     primary_label = "icl"
     renderings = frozenset({*LANGUAGES, *DERIVED})
@@ -109,12 +130,19 @@ class IclVsIf(Task):
                                     "answer (IF, e.g. \" 10\")"}
     n_per_config = 100
     n_shots = 2
+    #: the paper's figure for comparison (a note in report.md)
+    published = ("Kotha et al. (ICLR 2024) report English ICL 92.0% for LLaMA-7B and 35.25% for Alpaca-7B "
+                 "(LLaMA -> Alpaca) on their own pools, with these prompts and this scoring rule (scoring=paper).")
 
-    def __init__(self, sentences: str | None = None) -> None:
-        root = files("harness.tasks").joinpath("data/icl_vs_if")
-        self._root = root
-        self.template = root.joinpath("prompt.j2").read_text(encoding="utf-8")
-        self.sentences = sentences
+    def __init__(self, sentences: str | None = None, pools: str | None = None, scoring: str = "paper",
+                 format: str = "paper", strings: str = "paper") -> None:
+        self.scoring = data_files.choose("scoring", scoring, SCORING)
+        self.format, self.strings_kind = format, strings
+        self.template = data_files.template(format)
+        if sentences and pools:
+            raise ConjugateError("icl_vs_if: give sentences=FILE (an English pool) or pools=DIR (all languages), "
+                                 "not both")
+        self.sentences, self.pool_dir = sentences, pools
         self.renderings = set(type(self).renderings)  # grows with localize()
         self._ctx = None
         self._failed: dict[str, dict[int, str]] = {}  # rendering -> pool index -> why its translation failed
@@ -123,41 +151,33 @@ class IclVsIf(Task):
     def bind(self, ctx) -> None:
         self._ctx = ctx
 
+    def describe_scoring(self) -> str:
+        """For report.md: which prompt format, strings and scoring rule this run used."""
+        return (f"icl_vs_if v{self.version}: format={self.format}, strings={self.strings_kind}, "
+                f"pools={self.pool_dir or self.sentences or 'project'}, scoring={self.scoring} "
+                f"({SCORING[self.scoring]})")
+
     # -- data -----------------------------------------------------------------
     @cached_property
     def strings(self) -> dict[str, dict]:
-        data = yaml.safe_load(self._root.joinpath("strings.yaml").read_text(encoding="utf-8"))
-        for key, fn in DERIVED.items():
-            en = data["en"]
-            data[key] = {
-                "instruction": {k: fn(v) for k, v in en["instruction"].items()},
-                "input": fn(en["input"]),
-                "output": fn(en["output"]),
-                "math": outside_slots(en["math"], fn),
-                "ops": {k: fn(v) for k, v in en["ops"].items()},
-            }
-        return data
+        return data_files.load_strings(self.strings_kind, outside_slots)
 
     @cached_property
     def pools(self) -> dict[str, list[str | None]]:
         """Sentence pools per rendering; with ``sentences=FILE`` only en (and what derives from it) until translated."""
-        pools: dict[str, list[str | None]] = {}
-        if self.sentences:
-            path = Path(self.sentences)
-            if not path.is_file():
-                raise ConjugateError(f"icl_vs_if sentences={self.sentences}: file does not exist; give a text file "
-                                     f"with one English sentence per line")
-            pools["en"] = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if len(pools["en"]) < self.n_shots + 1:
-                raise ConjugateError(f"icl_vs_if sentences={self.sentences}: needs at least {self.n_shots + 1} "
-                                     f"sentences, found {len(pools['en'])}")
-        else:
-            for lang in LANGUAGES:
-                text = self._root.joinpath(f"sentences_{lang}.txt").read_text(encoding="utf-8")
-                pools[lang] = [line.strip() for line in text.splitlines() if line.strip()]
-            sizes = {k: len(v) for k, v in pools.items()}
-            if len(set(sizes.values())) != 1:
-                raise ConjugateError(f"icl_vs_if sentence pools are not line-aligned: {sizes}")
+        if self.pool_dir:
+            return data_files.folder_pools(self.pool_dir)
+        if not self.sentences:
+            return data_files.project_pools()
+        path = Path(self.sentences)
+        if not path.is_file():
+            raise ConjugateError(f"icl_vs_if sentences={self.sentences}: file does not exist; give a text file "
+                                 f"with one English sentence per line")
+        pools: dict[str, list[str | None]] = {
+            "en": [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]}
+        if len(pools["en"]) < self.n_shots + 1:
+            raise ConjugateError(f"icl_vs_if sentences={self.sentences}: needs at least {self.n_shots + 1} "
+                                 f"sentences, found {len(pools['en'])}")
         for key, fn in DERIVED.items():
             pools[key] = [fn(s) for s in pools["en"]]
         return pools
@@ -208,18 +228,19 @@ class IclVsIf(Task):
 
     # -- Task interface -------------------------------------------------------
     def examples(self, seed: int) -> list[Example]:
+        """The paper's draw: per config ``random.seed(10 + seed)``; per prompt 3 sentences, then (math) a, b, op."""
         n_sent = len(self.pools["en"])
         groups: dict[str, list[Example]] = {}
         for icl in ICL_TASKS:
             for query in QUERIES:
                 group = f"{icl}-{query}"
-                rng = random.Random(f"icl_vs_if/{seed}/{group}")
+                rng = random.Random(10 + seed)
                 items = []
                 for i in range(self.n_per_config):
                     picked = rng.sample(range(n_sent), self.n_shots + 1)
                     data: dict = {"icl_task": icl, "query_type": query, "demos": picked[: self.n_shots]}
                     if query == "math":
-                        data.update(a=rng.randint(4, 20), b=rng.randint(4, 20), op=rng.choice(list(OPS)))
+                        data.update(a=rng.randint(4, 20), b=rng.randint(4, 20), op=list(OPS)[rng.randint(0, 2)])
                     else:
                         data["sentence"] = picked[self.n_shots]
                     items.append(Example(id=f"{group}-{i:03d}", group=group, data=data))
@@ -243,23 +264,16 @@ class IclVsIf(Task):
         demos = [{"input": pool[i], "output": icl(pool[i])} for i in d["demos"]]
         if d["query_type"] == "math":
             query = render(s["math"], {"a": d["a"], "b": d["b"], "op": s["ops"][d["op"]]}, f"icl_vs_if/{rendering}/math")
-            if_answer = str(OPS[d["op"]](d["a"], d["b"]))
+            icl_answer, if_answer = icl(query.split(" ")[0]), str(OPS[d["op"]](d["a"], d["b"]))
         else:
-            word, rest = split_first_word(pool[d["sentence"]])
-            query, if_answer = BLANK + rest, word
-        first = icl_prefix(query, icl)
-        prompt = render(
-            self.template,
-            {
-                "instruction": s["instruction"][d["icl_task"]],
-                "input_label": s["input"],
-                "output_label": s["output"],
-                "demos": demos,
-                "query": query,
-            },
-            "icl_vs_if/prompt.j2",
-        )
-        reference = {"icl_answer": first, "if_answer": if_answer, "query": query, "query_type": d["query_type"]}
+            words = pool[d["sentence"]].split(" ")
+            blank = "_" * len(words[0])
+            query, icl_answer, if_answer = " ".join([blank, *words[1:]]), blank, icl(words[0])
+        prompt = render(self.template, {"instruction": s["instruction"][d["icl_task"]], "input_label": s["input"],
+                                        "output_label": s["output"], "demos": demos, "query": query},
+                        f"icl_vs_if/{data_files.FORMATS[self.format]}")
+        reference = {"icl_answer": icl_answer, "if_answer": if_answer, "icl_prefix": icl_prefix(query, icl),
+                     "query": query, "query_type": d["query_type"], "icl_task": d["icl_task"]}
         return Rendered(prompt=prompt, reference=reference, rendering=rendering)
 
     def probe_continuations(self, reference: dict) -> dict[str, str] | None:
@@ -275,14 +289,44 @@ class IclVsIf(Task):
         return {"icl": " " + icl, "if": " " + if_}
 
     def score(self, response: str, reference: dict) -> Score:
-        text = re.sub(r"_{2,}", BLANK, response.lstrip())
-        if _starts_with(text, reference["icl_answer"]):
-            return Score("icl", f"starts with the ICL answer {reference['icl_answer']!r}")
-        if _starts_with(text, reference["if_answer"], ignore_case=reference["query_type"] == "startblank"):
-            return Score("if", f"starts with the instruction-following answer {reference['if_answer']!r}")
-        if reference["query_type"] == "math":
-            # "6 + 4 = 10" answers the question too: an echo of the sum, then the result
-            m = _ECHO.match(text)
-            if m and _starts_with(text[m.end():], reference["if_answer"]):
-                return Score("if", f"restates the sum, then answers {reference['if_answer']!r}")
-        return Score("other", "")
+        return score_strict(response, reference) if self.scoring == "strict" else score_paper(response, reference)
+
+
+def paper_answers(reference: dict) -> tuple[str, str]:
+    """(ICL, IF) answers by the paper's rule; references of task versions 1-2 (no ``icl_task``) derive them."""
+    if "icl_task" in reference:
+        return reference["icl_answer"], reference["if_answer"]
+    query, stored = reference["query"], reference["icl_answer"]
+    first = query.split(" ")[0]
+    if reference["query_type"] == "startblank":
+        blank = re.match(r"_+", query)
+        return (blank.group(0) if blank else first), reference["if_answer"]
+    caps = stored != first and stored == stored.upper()
+    return (first.upper() if caps else first), reference["if_answer"]
+
+
+def score_paper(response: str, reference: dict) -> Score:
+    """The paper's rule: starts with the answer, with or without its leading space, after ``\\_`` -> ``_``."""
+    text = response.replace("\\_", "_")
+    icl, if_ = paper_answers(reference)
+    for label, ans in (("icl", icl), ("if", if_)):
+        if ans and (text.startswith(" " + ans) or text.startswith(ans)):
+            return Score(label, f"starts with the {label.upper()} answer {ans!r} (paper rule)")
+    return Score("other", "")
+
+
+def score_strict(response: str, reference: dict) -> Score:
+    """Task version 2's rule: whole words; a capslock ICL answer needs a word that capitalising changes."""
+    text = re.sub(r"_{2,}", BLANK, response.lstrip())
+    icl = re.sub(r"_{2,}", BLANK, reference.get("icl_prefix", reference["icl_answer"]))
+    if_ = reference["if_answer"].rstrip(",.;:!?") if reference["query_type"] == "startblank" else reference["if_answer"]
+    if _starts_with(text, icl):
+        return Score("icl", f"starts with the ICL answer {icl!r}")
+    if _starts_with(text, if_, ignore_case=reference["query_type"] == "startblank"):
+        return Score("if", f"starts with the instruction-following answer {if_!r}")
+    if reference["query_type"] == "math":
+        # "6 + 4 = 10" answers the question too: an echo of the sum, then the result
+        m = _ECHO.match(text)
+        if m and _starts_with(text[m.end():], if_):
+            return Score("if", f"restates the sum, then answers {if_!r}")
+    return Score("other", "")

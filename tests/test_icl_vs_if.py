@@ -9,13 +9,13 @@ from harness.tasks.icl_vs_if import IclVsIf, split_first_word
 
 GROUPS = ["capslock-math", "capslock-startblank", "repeat-math", "repeat-startblank"]
 RENDERINGS = ["en", "fr", "es", "nl", "hu", "leetspeak", "piglatin"]
-OUTPUT_LABEL = {
-    "en": "Output:", "fr": "Sortie:", "es": "Salida:", "nl": "Uitvoer:", "hu": "Kimenet:",
-    "leetspeak": "0u7pu7:", "piglatin": "Outputway:",
+OUTPUT_LABEL = {  # the paper's labels
+    "en": "Output:", "fr": "Sortir:", "es": "Salida:", "nl": "Uitgang:", "hu": "Kimenet:",
+    "leetspeak": "0u7pu7:", "piglatin": "Outputyay:",
 }
 INPUT_LABEL = {
-    "en": "Input:", "fr": "Entrée:", "es": "Entrada:", "nl": "Invoer:", "hu": "Bemenet:",
-    "leetspeak": "1npu7:", "piglatin": "Inputway:",
+    "en": "Input:", "fr": "Saisir:", "es": "Entrada:", "nl": "Invoer:", "hu": "Bemenet:",
+    "leetspeak": "1npu7:", "piglatin": "Inputyay:",
 }
 
 
@@ -89,7 +89,8 @@ def test_every_rendering_renders_every_example(task, examples, rendering):
         assert r.rendering == rendering
         assert r.prompt.endswith("\n" + OUTPUT_LABEL[rendering]), r.prompt
         lines = r.prompt.split("\n")
-        assert len(lines) == 7  # instruction, 2 x (input, output), query input, final output label
+        assert len(lines) == 10  # instruction, 2 x (input, output), query input, final label; 3 blank lines
+        assert [i for i, line in enumerate(lines) if not line] == [1, 4, 7]
         assert sum(line.startswith(INPUT_LABEL[rendering] + " ") for line in lines) == 3
         assert lines[-2] == f"{INPUT_LABEL[rendering]} {r.reference['query']}"
         assert r.reference["query_type"] == e.data["query_type"]
@@ -108,7 +109,7 @@ def test_unknown_rendering_is_a_clear_error(task, examples):
 def test_english_prompt_has_three_input_lines(task, examples):
     for e in examples:
         prompt = task.render(e).prompt
-        assert [line.split(":")[0] for line in prompt.split("\n")[1:]] == ["Input", "Output"] * 3
+        assert [line.split(":")[0] for line in prompt.split("\n")[1:] if line] == ["Input", "Output"] * 3
 
 
 def test_english_capslock_math_prompt(task, examples):
@@ -120,13 +121,13 @@ def test_english_capslock_math_prompt(task, examples):
     a, b = d["a"], d["b"]
     answer = {"plus": a + b, "minus": a - b, "times": a * b}[d["op"]]
     assert r.prompt == (
-        "Capitalize every character.\n"
-        f"Input: {pool[d['demos'][0]]}\nOutput: {pool[d['demos'][0]].upper()}\n"
-        f"Input: {pool[d['demos'][1]]}\nOutput: {pool[d['demos'][1]].upper()}\n"
+        "Capitalize every character.\n\n"
+        f"Input: {pool[d['demos'][0]]}\nOutput: {pool[d['demos'][0]].upper()}\n\n"
+        f"Input: {pool[d['demos'][1]]}\nOutput: {pool[d['demos'][1]].upper()}\n\n"
         f"Input: What is {a} {d['op']} {b}?\nOutput:"
     )
-    assert r.reference == {"icl_answer": "WHAT", "if_answer": str(answer),
-                           "query": f"What is {a} {d['op']} {b}?", "query_type": "math"}
+    assert r.reference == {"icl_answer": "WHAT", "if_answer": str(answer), "icl_prefix": "WHAT",
+                           "query": f"What is {a} {d['op']} {b}?", "query_type": "math", "icl_task": "capslock"}
 
 
 def test_english_repeat_startblank_prompt(task, examples):
@@ -134,11 +135,13 @@ def test_english_repeat_startblank_prompt(task, examples):
     assert e.group == "repeat-startblank"
     r = task.render(e)
     sentence = task.pools["en"][e.data["sentence"]]
-    word, rest = split_first_word(sentence)
-    assert r.prompt.startswith("Repeat the input.\n")
-    assert r.reference == {"icl_answer": "___", "if_answer": word, "query": "___" + rest, "query_type": "startblank"}
+    word, rest = sentence.split(" ", 1)
+    blank = "_" * len(word)  # the paper blanks the first space-separated word, punctuation included
+    assert r.prompt.startswith("Repeat the input.\n\n")
+    assert r.reference == {"icl_answer": blank, "if_answer": word, "icl_prefix": blank, "query": f"{blank} {rest}",
+                           "query_type": "startblank", "icl_task": "repeat"}
     demo = task.pools["en"][e.data["demos"][0]]
-    assert f"Input: {demo}\nOutput: {demo}\n" in r.prompt  # repeat: output == input
+    assert f"Input: {demo}\nOutput: {demo}\n\n" in r.prompt  # repeat: output == input
 
 
 def test_native_renderings_share_the_example(task, examples):
@@ -146,8 +149,8 @@ def test_native_renderings_share_the_example(task, examples):
     e = examples[1]  # capslock-startblank
     for lang in ["fr", "es", "nl", "hu"]:
         r = task.render(e, lang)
-        sentence = task.pools[lang][e.data["sentence"]]
-        assert r.reference["query"] == "___" + split_first_word(sentence)[1]
+        word, rest = task.pools[lang][e.data["sentence"]].split(" ", 1)
+        assert r.reference["query"] == "_" * len(word) + " " + rest
     math = examples[0]
     for lang in RENDERINGS:
         r = task.render(math, lang)
@@ -158,8 +161,11 @@ def test_native_renderings_share_the_example(task, examples):
 def test_derived_renderings_keep_numbers_as_digits(task, examples):
     math = next(e for e in examples if e.data["query_type"] == "math" and e.data["op"] == "plus")
     a, b = math.data["a"], math.data["b"]
-    assert task.render(math, "leetspeak").reference["query"] == f"Wh47 15 {a} plu5 {b}?"
-    assert task.render(math, "piglatin").reference["query"] == f"Atwhay isway {a} usplay {b}?"
+    assert task.render(math, "leetspeak").reference["query"] == f"Wh47 15 {a} Plu5 {b}?"  # the paper's strings
+    assert task.render(math, "piglatin").reference["query"] == f"Atwhay {a} usplay {b}?"
+    project = IclVsIf(strings="project")  # the project's: derived by the transforms' forward maps
+    assert project.render(math, "leetspeak").reference["query"] == f"Wh47 15 {a} plu5 {b}?"
+    assert project.render(math, "piglatin").reference["query"] == f"Atwhay isway {a} usplay {b}?"
 
 
 @pytest.mark.parametrize("sentence, split", [
@@ -196,7 +202,7 @@ CAPSLOCK_STARTBLANK = {**REPEAT_STARTBLANK, "icl_answer": "___"}
 
 
 @pytest.mark.parametrize("reference, response, label", [
-    # capslock-math: capitalising the question is ICL, answering it is IF
+    # scoring=strict. capslock-math: capitalising the question is ICL, answering it is IF
     (CAPSLOCK_MATH, "WHAT IS 6 PLUS 4?", "icl"),
     (CAPSLOCK_MATH, "10", "if"),
     (CAPSLOCK_MATH, "10.\nInput: next", "if"),
@@ -232,14 +238,53 @@ CAPSLOCK_STARTBLANK = {**REPEAT_STARTBLANK, "icl_answer": "___"}
     (CAPSLOCK_STARTBLANK, "___ THE BELL RANG.", "icl"),
     (CAPSLOCK_STARTBLANK, "WHEN THE BELL RANG.", "if"),
 ])
-def test_score_table(task, reference, response, label):
+def test_strict_score_table(reference, response, label):
+    """scoring=strict: task version 2's rule (whole words, restated sums, a run of underscores is the blank)."""
+    assert IclVsIf(scoring="strict").score(response, reference).label == label
+
+
+def test_score_details_name_the_answer():
+    strict = IclVsIf(scoring="strict")
+    assert "'10'" in strict.score("10", CAPSLOCK_MATH).detail
+    assert "restates the sum" in strict.score("6 + 4 = 10", CAPSLOCK_MATH).detail
+    assert strict.score("nothing", CAPSLOCK_MATH).detail == ""
+    assert "paper rule" in IclVsIf().score(" 10", CAPSLOCK_MATH).detail
+
+
+PAPER_MATH = {"icl_answer": "WHAT", "if_answer": "10", "icl_prefix": "WHAT", "query": "What is 6 plus 4?",
+              "query_type": "math", "icl_task": "capslock"}
+PAPER_BLANK = {"icl_answer": "____", "if_answer": "WHEN", "icl_prefix": "____ THE", "query": "____ the bell rang.",
+               "query_type": "startblank", "icl_task": "capslock"}
+
+
+@pytest.mark.parametrize("reference, response, label", [
+    (PAPER_MATH, " WHAT IS 6 PLUS 4?", "icl"),
+    (PAPER_MATH, "WHAT", "icl"),  # with or without the leading space
+    (PAPER_MATH, "WHATEVER", "icl"),  # a prefix, no word boundary: the paper's startswith
+    (PAPER_MATH, " 10", "if"),
+    (PAPER_MATH, " 100", "if"),
+    (PAPER_MATH, "  10", "other"),  # one leading space at most
+    (PAPER_MATH, " What is", "other"),  # case-sensitive
+    (PAPER_MATH, " 6 + 4 = 10", "other"),  # no restated-sum rule
+    (PAPER_BLANK, " ____ THE BELL RANG.", "icl"),  # capslock: the ICL answer is the blank itself
+    (PAPER_BLANK, " ____ the bell rang.", "icl"),  # ... so an uncapitalised echo counts (not under strict)
+    (PAPER_BLANK, " \\_\\_\\_\\_ THE", "icl"),  # \_ (markdown-escaped) reads as _
+    (PAPER_BLANK, " ___ THE", "other"),  # the blank has the word's length
+    (PAPER_BLANK, " WHEN THE BELL", "if"),
+    (PAPER_BLANK, " When the bell", "other"),  # the IF answer is upper-cased under capslock
+    (PAPER_BLANK, "", "other"),
+])
+def test_paper_score_table(task, reference, response, label):
     assert task.score(response, reference).label == label
 
 
-def test_score_details_name_the_answer(task):
-    assert "'10'" in task.score("10", CAPSLOCK_MATH).detail
-    assert "restates the sum" in task.score("6 + 4 = 10", CAPSLOCK_MATH).detail
-    assert task.score("nothing", CAPSLOCK_MATH).detail == ""
+def test_paper_rule_rescores_version_2_references():
+    """Runs of task version 2 (no icl_task in the reference) re-score by the paper's rule from the query."""
+    v2_blank = {"icl_answer": "___, WE", "if_answer": "Yesterday", "query": "___, we left.", "query_type": "startblank"}
+    assert IclVsIf().score(" ___, we left.", v2_blank).label == "icl"
+    assert IclVsIf(scoring="strict").score(" ___, we left.", v2_blank).label == "other"
+    v2_math = {"icl_answer": "WHAT", "if_answer": "10", "query": "What is 6 plus 4?", "query_type": "math"}
+    assert IclVsIf().score("WHAT IS", v2_math).label == "icl" and IclVsIf().score(" What", v2_math).label == "other"
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
@@ -260,7 +305,7 @@ def test_capslock_icl_answer_needs_a_word_that_capitalising_changes():
     assert icl_prefix("O que é 6 mais 4?", lambda s: s) == "O"
     assert icl_prefix("___, we left.", str.upper) == "___, WE"  # an echo of the blank is not capitalising
     assert icl_prefix("___, we left.", lambda s: s) == "___"
-    t = IclVsIf()
+    t = IclVsIf(scoring="strict")
     ref = {"icl_answer": icl_prefix("O que é 6 mais 4?", str.upper), "if_answer": "10", "query_type": "math"}
     assert t.score(" O que é 6 mais 4?", ref).label == "other"
     assert t.score(" O QUE É 6 MAIS 4?", ref).label == "icl"

@@ -21,13 +21,13 @@ from harness.types import ERROR
 
 from .conftest import ROOT, run_cli
 
-PINNED_PROMPT = (
-    "Capitalize every character.\n"
-    "Input: Students borrowed books from the school library.\n"
-    "Output: STUDENTS BORROWED BOOKS FROM THE SCHOOL LIBRARY.\n"
-    "Input: Usually the bus arrives right on time.\n"
-    "Output: USUALLY THE BUS ARRIVES RIGHT ON TIME.\n"
-    "Input: What is 5 minus 13?\n"
+PINNED_PROMPT = (  # task version 3: the paper's format and draw (random.seed(10))
+    "Capitalize every character.\n\n"
+    "Input: Scientists study how glaciers move over time.\n"
+    "Output: SCIENTISTS STUDY HOW GLACIERS MOVE OVER TIME.\n\n"
+    "Input: A flock of geese flew south over the lake.\n"
+    "Output: A FLOCK OF GEESE FLEW SOUTH OVER THE LAKE.\n\n"
+    "Input: What is 19 plus 4?\n"
     "Output:"
 )
 
@@ -41,7 +41,7 @@ def test_pinned_english_prompt_of_seeded_example():
     rendered = task.render(ex, "en")
     assert rendered.prompt == PINNED_PROMPT
     assert rendered.reference["icl_answer"] == "WHAT"
-    assert rendered.reference["if_answer"] == "-8"
+    assert rendered.reference["if_answer"] == "23"
 
 
 def test_plan_expands_task_transform_example(tiny_spec_kwargs):
@@ -49,7 +49,7 @@ def test_plan_expands_task_transform_example(tiny_spec_kwargs):
     p = plan(spec)
     assert len(p.samples) == 2 * 3 * 4  # models x transforms x examples
     fr = [s for s in p.samples if s.transform == "lang:fr"]
-    assert all(s.mode == "native" and "Entrée:" in s.transformed_prompt for s in fr)
+    assert all(s.mode == "native" and "Saisir:" in s.transformed_prompt for s in fr)
     leet = [s for s in p.samples if s.transform == "leetspeak"]
     assert all(s.mode == "native" and "1npu7:" in s.transformed_prompt for s in leet)
     assert {s.group for s in p.samples} == {"capslock-math", "capslock-startblank", "repeat-math", "repeat-startblank"}

@@ -187,7 +187,8 @@ def test_icl_vs_if_runs_on_the_paper_sentences(tiny_model, tmp_path):
     fr = set((PAPER / "random_sentences_fr.txt").read_text(encoding="utf-8").splitlines())
     for s in samples:
         assert s["error"] is None
-        inputs = [l.split(": ", 1)[1] for l in s["transformed_prompt"].splitlines()[1:-2:2]]  # the demo inputs
+        lines = [l for l in s["transformed_prompt"].splitlines() if l]  # the paper's format: blank lines between parts
+        inputs = [l.split(": ", 1)[1] for l in lines[1:-2:2]]  # the demo inputs
         if s["transform"] == "identity":
             assert inputs and set(inputs) <= en
         if s["transform"] == "lang:fr":

@@ -90,7 +90,8 @@ def plan(spec: RunSpec, ctx: RunContext | None = None) -> Plan:
                 samples.extend(task_samples(tname, task, tid, tr, examples, notes))
     sampling = {name: build_sampling(task, spec.sampling, spec.seed) for name, task in tasks.items()
                 if task.output_type != EVALUATED_ELSEWHERE}  # lm-eval tasks: their own generation_kwargs
-    return Plan(spec, tasks, transforms, samples, sampling, notes + pair_notes(spec), ctx)
+    published = [f"{n}: {t.published}" for n, t in tasks.items() if getattr(t, "published", None)]
+    return Plan(spec, tasks, transforms, samples, sampling, notes + pair_notes(spec) + published, ctx)
 
 
 def expand_tasks(tasks: dict[str, Task]) -> dict[str, Task]:
