@@ -123,6 +123,11 @@ def test_group_expands_and_task_option_declares_renderings(tiny_model, tmp_path,
     samples, _, manifest = read(run_dir)
     assert {x["task"] for x in samples} == {f"lmeval:conj_opposites_{c}" for c in ("en", "fr", "es", "de")}
     assert any("lang:de skipped for task lmeval:conj_opposites_fr" in n for n in manifest["notes"])
+    from harness.outputs.write import rerender
+
+    before = json.loads((run_dir / "summary.json").read_text())
+    rerender(run_dir, rescore=True)  # the group's leaves and their labels come back from the run folder
+    assert json.loads((run_dir / "summary.json").read_text())["rows"] == before["rows"]
     # a rendering declared on the command line (the task's YAML declares none for es)
     s = spec(tiny_model, tmp_path, gen_cache, ["conj_opposites_es"], ["identity", "lang:fr"], limit=2,
              task_options={"lmeval:conj_opposites_es": {"renderings": "fr:conj_opposites_fr"}})

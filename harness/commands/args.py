@@ -69,3 +69,15 @@ def log(msg: str) -> None:
     import sys
 
     print(f"[conjugate] {msg}", file=sys.stderr, flush=True)
+
+
+def task_options(items: list[str]) -> dict[str, dict]:
+    """``--task-option TASK.KEY=VALUE`` items as ``{task: {key: value}}``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        task, dot, opt = key.strip().rpartition(".")  # lmeval:xnli_en.renderings=...
+        if not sep or not dot or not task or not opt:
+            raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
+        out.setdefault(task, {})[opt] = parse_value(value.strip())
+    return out

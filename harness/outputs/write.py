@@ -35,6 +35,9 @@ def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: d
             manifest["notes"].append(note)
     manifest["task_labels"] = task_labels
     manifest["primary_labels"] = {n: t.primary_label for n, t in tasks.items()}
+    scoring = {n: t.describe_scoring() for n, t in tasks.items() if callable(getattr(t, "describe_scoring", None))}
+    if scoring:  # which prompt format and scoring rule the labels come from (report.md states it)
+        manifest["scoring"] = scoring
     old_plots = manifest.get("plots") or {}
     files, manifest["plots"] = report_files(manifest, summary, samples)
     RunDir(run_dir).write(manifest, summary, samples, files)  # manifest.json last: it marks a complete run
@@ -82,8 +85,29 @@ def write_views(run_dir: str | Path) -> Path:
     return folder.path / "report.html"
 
 
-def rerender(run_dir: str | Path, rescore: bool = False) -> Path:
-    """Rebuild summary.json and report.md from samples.jsonl, optionally re-scoring; never generates."""
+def run_tasks(manifest: dict, samples, create_task, extra: dict | None = None) -> dict:
+    """The run's tasks as the samples name them: lm-eval tasks per leaf (a group expanded during the run), with
+    the labels the run recorded; the others from the spec with their options (``extra`` on top)."""
+    task_options = manifest["spec"].get("task_options") or {}
+    for name in extra or {}:
+        if name not in manifest["spec"]["tasks"]:
+            raise ConjugateError(f"--task-option {name}.…: the run has no task {name!r} ({', '.join(manifest['spec']['tasks'])})")
+    tasks = {name: create_task(name, {**(task_options.get(name) or {}), **((extra or {}).get(name) or {})})
+             for name in manifest["spec"]["tasks"] if not name.startswith("lmeval:")}
+    for name in dict.fromkeys(s.task for s in samples if s.task.startswith("lmeval:")):
+        t = create_task(name)
+        labels, primary = (manifest.get("task_labels") or {}).get(name), (manifest.get("primary_labels") or {}).get(name)
+        if labels and primary:
+            t.labels, t.primary_label = tuple(labels), primary
+        tasks[name] = t
+    return tasks
+
+
+def rerender(run_dir: str | Path, rescore: bool = False, task_options: dict | None = None) -> Path:
+    """Rebuild summary.json and report.md from samples.jsonl, optionally re-scoring; never generates.
+
+    ``task_options`` (with ``rescore``): re-score with these options on top of the run's (e.g.
+    ``{"icl_vs_if": {"scoring": "strict"}}``); recorded in manifest.json as ``rescore_options``."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir).read(samples="need", summary=False)  # summary.json is what this rebuilds
     manifest, samples = run.manifest.data, run.samples
@@ -92,13 +116,17 @@ def rerender(run_dir: str | Path, rescore: bool = False) -> Path:
     from harness.pipeline.plan import create_task  # noqa: PLC0415 (loads the task registry only when re-rendering)
     from harness.pipeline.score import score_samples  # noqa: PLC0415
 
-    task_options = manifest["spec"].get("task_options") or {}
-    tasks = {name: create_task(name, task_options.get(name)) for name in manifest["spec"]["tasks"]}
+    if task_options:
+        if not rescore:
+            raise ConjugateError("task options apply when re-scoring: add --rescore")
+        manifest["rescore_options"] = task_options
+    tasks = run_tasks(manifest, samples, create_task, manifest.get("rescore_options") if rescore else None)
     if rescore:
         ctx = RunContext(mt=manifest["spec"].get("mt") or {}, translations=manifest["spec"].get("translations"))
         transforms = {t: TRANSFORMS.create(t) for t in manifest["spec"]["transforms"]}
         for obj in (*tasks.values(), *transforms.values()):
-            obj.bind(ctx)
+            if getattr(obj, "output_type", None) != "lmeval":  # lm-eval samples keep their metrics: no catalog needed
+                obj.bind(ctx)
         for s in samples:  # failures after generation are re-tried; generation failures stay
             if s.response is not None and (s.error or "scoring failed").startswith(AFTER_GENERATION):
                 s.error = None

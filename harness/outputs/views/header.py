@@ -33,8 +33,11 @@ def _facts(manifest: dict) -> list[tuple[str, str]]:
              ("started", str(manifest.get("started", "—"))), ("seconds", str(manifest.get("seconds", "—"))),
              ("git", str(manifest.get("git") or "—")),
              ("versions", ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items()))]
+    for task, how in (manifest.get("scoring") or {}).items():
+        facts.append(("scoring", how))
     if manifest.get("rescored"):
-        facts.append(("rescored", str(manifest["rescored"])))
+        facts.append(("rescored", str(manifest["rescored"]) + (f" with {manifest['rescore_options']}"
+                                                             if manifest.get("rescore_options") else "")))
     tr = manifest.get("translation") or {}
     if tr.get("providers"):
         facts.append(("translation", ", ".join(p.get("version") or n for n, p in tr["providers"].items()
