@@ -98,3 +98,29 @@ def test_a_concrete_french_prompt():
     p = task.render(e, "fr").prompt
     assert p.startswith("Répétez la saisie.\n\nSaisir: ") and p.endswith("\nSortir:")
     assert "\n\nSaisir: " in p and "\nSortir: " in p and not p.endswith(" ")
+
+
+def test_preset_paper_and_rescoring_under_the_strict_rule(tiny_model, tmp_path):
+    """`--preset paper` runs the paper's suite (here cut to 4 prompts); `report --rescore --task-option` switches
+    the rule without generating, and report.md says which rule the labels come from."""
+    import json
+
+    from tests.conftest import run_cli
+
+    r = run_cli("run", "--preset", "paper", "--pretrained", str(tiny_model), "--finetuned", str(tiny_model),
+                "--limit", "4", "--max-new-tokens", "2", "--out", str(tmp_path), "--run-id", "p", "--no-progress",
+                "--no-probe", env={"CONJUGATE_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "p"
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["spec"]["transforms"] == ["identity", "lang:fr", "lang:es", "lang:nl", "lang:hu", "leetspeak", "piglatin"]
+    assert "scoring=paper" in m["scoring"]["icl_vs_if"] and "format=paper" in m["scoring"]["icl_vs_if"]
+    assert "scoring=paper" in (run / "report.md").read_text()
+    assert any("92.0%" in n and "35.25%" in n for n in m["notes"])
+    r = run_cli("report", str(run), "--rescore", "--task-option", "icl_vs_if.scoring=strict")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((run / "manifest.json").read_text())
+    assert "scoring=strict" in m["scoring"]["icl_vs_if"] and m["rescore_options"] == {"icl_vs_if": {"scoring": "strict"}}
+    assert "scoring=strict" in (run / "report.md").read_text()
+    r = run_cli("report", str(run), "--task-option", "icl_vs_if.scoring=strict")
+    assert r.returncode != 0 and "--rescore" in r.stderr and "Traceback" not in r.stderr
