@@ -62,11 +62,16 @@ class LmEvalTask(Task):
     def bind(self, ctx) -> None:
         from harness.lmeval.catalog import Catalog
 
-        self.catalog = ctx.shared("lmeval-catalog", lambda: Catalog(ctx.lmeval_include))
-        self.catalog.entry(self.lm_task)  # an unknown name fails here, with suggestions
-        self.native = {**self.catalog.declared_renderings(self.lm_task), **self.option_renderings}
+        catalog = ctx.shared("lmeval-catalog", lambda: Catalog(ctx.lmeval_include))
+        catalog.entry(self.lm_task)  # an unknown name fails here, with suggestions
+        self._attach(catalog)
         for task in self.native.values():
-            self.catalog.entry(task)
+            catalog.entry(task)
+
+    def _attach(self, catalog) -> None:
+        """Use ``catalog``; the native renderings are the YAML's (or a family's) with the task option on top."""
+        self.catalog = catalog
+        self.native = {**catalog.declared_renderings(self.lm_task), **self.option_renderings}
         self.renderings = frozenset({"en", *self.native})  # type: ignore[misc]
 
     def expand(self) -> "dict[str, Task] | None":
@@ -77,9 +82,7 @@ class LmEvalTask(Task):
         out: dict[str, Task] = {}
         for leaf in leaves:
             t = LmEvalTask(leaf, num_fewshot=self.num_fewshot)
-            t.catalog = self.catalog
-            t.native = self.catalog.declared_renderings(leaf)
-            t.renderings = frozenset({"en", *t.native})  # type: ignore[misc]
+            t._attach(self.catalog)
             out[t.name] = t
         return out
 
