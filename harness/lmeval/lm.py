@@ -47,6 +47,7 @@ from lm_eval.api.model import LM
 from lm_eval.models.utils import normalize_gen_kwargs
 
 from harness.lmeval.service import ModelService
+from harness.pipeline.plan import forward_error
 from harness.pipeline.execute import GENERATE, LOGLIKELIHOOD, Generate, Loglikelihood
 from harness.transform import Transform
 from harness.types import Failed, Sampling
@@ -217,9 +218,7 @@ def _move_space(context: str, continuation: str) -> tuple[str, str]:
 
 
 def _forward_failed(x: str | Failed) -> str | Failed:
-    if isinstance(x, Failed) and not x.reason.startswith(("transform forward failed", "translation failed")):
-        return Failed(f"transform forward failed: {x.reason}")
-    return x
+    return Failed(forward_error(x.reason)) if isinstance(x, Failed) else x
 
 
 def _inverse_failed(x: str | Failed) -> str | Failed:
