@@ -112,3 +112,9 @@ def test_yaml_config_run(tiny_model, tmp_path):
     assert manifest["spec"]["transforms"] == ["identity", "lang:hu", "leetspeak"]
     assert manifest["sampling"]["icl_vs_if"]["max_new_tokens"] == 5
     assert manifest["models"]["finetuned"]["spec"]["bos"] == "always"
+
+
+def test_empty_batches_return_empty_lists(backend):
+    """An empty batch (e.g. a caller with no log-likelihood requests) is a no-op, not a max() of nothing."""
+    assert backend.generate([], Sampling(max_new_tokens=4)) == []
+    assert backend.loglikelihood([]) == []

@@ -97,6 +97,8 @@ class HFBackend(Backend):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        if not prompts:
+            return []
         seqs = [self.encode(p) for p in prompts]
         ids, mask = self._left_pad(seqs)
         width = ids.shape[1]
@@ -125,6 +127,8 @@ class HFBackend(Backend):
         token is predicted."""
         import torch
 
+        if not requests:
+            return []
         pairs = [self._split(c, t) for c, t in requests]
         # the model reads (context + continuation)[:-1]; choices of one token after the same context share a row
         inputs = list(dict.fromkeys(tuple(ctx + cont[:-1]) for ctx, cont in pairs))
