@@ -5,6 +5,8 @@ of them loads a model: each fails (or finishes) before generation.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 try:
@@ -16,12 +18,36 @@ except ImportError:  # bare `pytest`, where the repository root is not on sys.pa
 @pytest.fixture
 def cli(tmp_path):
     """run_cli with the user cache, results and generation cache all under tmp_path."""
-    env = {"CONJUGATE_CACHE": str(tmp_path / "user-cache")}
+    base = {"CONJUGATE_CACHE": str(tmp_path / "user-cache")}
 
-    def go(*args: str, cwd=None):
-        return run_cli(*args, env=env, cwd=cwd)
+    def go(*args: str, cwd=None, env: dict | None = None):
+        return run_cli(*args, env={**base, **(env or {})}, cwd=cwd)
 
     return go
+
+
+@pytest.fixture(params=["alone", "with plugins"])
+def plugins(request, tmp_path) -> dict[str, str]:
+    """Extra environment for the CLI: nothing, or a folder (on PYTHONPATH) holding an installed distribution's
+    metadata with a task, a transform and a summary section whose names sort before every built-in one, as any
+    plugin a user installs may: the listing tests must pass either way."""
+    if request.param == "alone":
+        return {}
+    info = tmp_path / "plugins" / "aaa_conjugate_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aaa-conjugate-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[conjugate.tasks]\naaa_task = harness.tasks.toy_choice:ToyChoice\n\n"
+        "[conjugate.transforms]\naaa_transform = harness.translators.rot13:Rot13\n\n"
+        "[conjugate.sections]\naaa_section = harness.analysis.summary.rates:rows\n")
+    return {"PYTHONPATH": str(info.parent)}
+
+
+def listed(proc) -> dict[str, str]:
+    """`conjugate list KIND`'s lines by their first word, after checking they are sorted by it."""
+    names = [re.split(r"[:\[]", line.split()[0])[0] for line in proc.stdout.splitlines() if line.strip()]
+    assert names == sorted(names), names  # by registry name (`lang` of `lang:<language code>`)
+    return {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
 
 
 @pytest.fixture
@@ -45,27 +71,30 @@ def assert_user_error(proc, *fragments: str) -> str:
 
 # -- commands that succeed ----------------------------------------------------------------
 
-def test_list_tasks(cli):
-    proc = cli("list", "tasks")
+def test_list_tasks(cli, plugins):
+    proc = cli("list", "tasks", env=plugins)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == "icl_vs_if"
-    assert "In-context learning vs instruction following" in proc.stdout
+    lines = listed(proc)
+    assert {"icl_vs_if", "refusal[:<prompt", "toy_choice", "xnli", "lmeval:<lm-eval"} <= set(lines)
+    assert "In-context learning vs instruction following" in lines["icl_vs_if"]
+    assert "[entry point" not in lines["icl_vs_if"]
+    assert ("aaa_task" in lines) == bool(plugins)
     assert proc.stderr == ""
 
 
-def test_list_transforms_shows_arguments(cli):
-    proc = cli("list", "transforms")
+def test_list_transforms_shows_arguments(cli, plugins):
+    proc = cli("list", "transforms", env=plugins)
     assert proc.returncode == 0, proc.stderr
-    names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert {"identity", "lang:<language", "leetspeak", "piglatin"} <= set(names)
+    assert {"identity", "lang:<language", "leetspeak", "piglatin"} <= set(listed(proc))
 
 
-def test_list_sections_names_and_describes_each(cli):
-    proc = cli("list", "sections")
+def test_list_sections_names_and_describes_each(cli, plugins):
+    proc = cli("list", "sections", env=plugins)
     assert proc.returncode == 0, proc.stderr
-    names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert names == ["agreement", "config_agreement", "judge", "metrics", "probe", "recovery", "rows", "tests"]
-    assert all(len(line.split()) > 1 for line in proc.stdout.splitlines())  # every section says what it is
+    lines = listed(proc)
+    builtin = ["agreement", "config_agreement", "judge", "metrics", "probe", "recovery", "rows", "tests"]
+    assert [n for n in lines if "[entry point" not in lines[n]] == builtin
+    assert all(len(line.split()) > 1 for line in lines.values())  # every section says what it is
 
 
 def test_run_help(cli):
@@ -158,7 +187,7 @@ def test_no_command_prints_help_and_exits_2(cli):
 
 # -- the command modules --------------------------------------------------------------------------
 
-COMMANDS = ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting"]
+COMMANDS = ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting", "setup"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

