@@ -27,6 +27,11 @@ class Transform(ABC):
     :meth:`harness.task.Task.localize`) then renders the prompt in that
     language, and nothing needs inverting.
 
+    ``display_name`` is what reports, plots, ``compare`` and ``check`` call
+    the conjugate (``"Pig Latin"``); a class attribute, or a property for a
+    name that depends on the argument (``lang:sw`` -> Swahili, through
+    :func:`harness.languages.language_name`). By default it is :attr:`id`.
+
     The runner calls :meth:`bind` with the run's context (the translation
     service) first, then :meth:`forward_batch` / :meth:`inverse_batch`, which
     default to calling ``forward`` / ``inverse`` per text and recording an
@@ -43,8 +48,14 @@ class Transform(ABC):
 
     @property
     def id(self) -> str:
-        """The spec string that names this transform, e.g. ``lang:fr``."""
+        """The canonical spec string of this transform, e.g. ``lang:fr``, ``caesar:3`` for ``caesar``: samples,
+        summary rows, manifest.json and baselines are keyed by it (:func:`canonical_id`)."""
         return self.name
+
+    @property
+    def display_name(self) -> str:
+        """The conjugate's name for people (default: :attr:`id`); override with a class attribute or property."""
+        return self.id
 
     @abstractmethod
     def forward(self, text: str) -> str: ...
@@ -63,6 +74,18 @@ class Transform(ABC):
 
     def describe(self) -> dict:
         return {"id": self.id, "version": self.version, "exact": self.exact, "native": self.native}
+
+
+def canonical_id(spec: str) -> str:
+    """The id of the transform ``spec`` names: ``caesar`` -> ``caesar:3``, ``lang:fr`` -> ``lang:fr``.
+
+    A run's spec is resolved through this once, when it is parsed, so the same conjugate typed two ways is one
+    cell, and every row, sample and manifest entry carries the id the transform reports. Unknown names and bad
+    arguments raise the registry's one-line errors.
+    """
+    from harness.registry import TRANSFORMS
+
+    return TRANSFORMS.create(spec).id
 
 
 def _each(fn, texts: Sequence[str], what: str) -> "list[str | Failed]":

@@ -484,9 +484,12 @@ def test_notes_when_scoring_version_or_limit_differ(tmp_path, baseline):
     m["tasks"]["refusal"]["version"] = "2"
     m["spec"]["limit"] = 60
     (now / "manifest.json").write_text(json.dumps(m))
-    proc = check(now, "--baseline", baseline)
+    proc = check(now, "--baseline", baseline)  # another scoring version: not comparable (tests/test_definitions.py)
+    assert_exit(proc, 2)
+    assert "DEFINITION-CHANGED refusal/identity [finetuned]: task refusal version 1 in the baseline, 2 now" in proc.stdout
+    proc = check(now, "--baseline", baseline, "--allow-definition-change")
     assert_exit(proc, 0)
-    assert "note: task refusal is scored by version 2 now but version 1 in the baseline" in proc.stdout
+    assert "definition changed (allowed): task refusal version 1 in the baseline, 2 now" in proc.stdout
     assert "note: limit 100 in the baseline's run, 60 now" in proc.stdout
 
 

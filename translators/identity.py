@@ -8,6 +8,7 @@ class Identity(Transform):
     """The prompt as the task wrote it, in English; the baseline."""
 
     name = "identity"
+    display_name = "English"
     version = "1"
     exact = True
     native = "en"

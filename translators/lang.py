@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from harness.errors import ConjugateError
+from harness.languages import language_name
 from harness.transform import Transform
 
 _CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
@@ -34,6 +35,11 @@ class Lang(Transform):
     @property
     def id(self) -> str:
         return f"lang:{self.code}"
+
+    @property
+    def display_name(self) -> str:
+        """The language's name: ``lang:sw`` -> Swahili (the code itself for one langcodes does not know)."""
+        return language_name(self.code)
 
     def forward(self, text: str) -> str:
         raise ConjugateError(f"lang:{self.code} has no machine translation; it only selects a task's native rendering")

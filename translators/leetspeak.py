@@ -37,6 +37,7 @@ class Leetspeak(Transform):
     """Leetspeak (a->4 e->3 i->1 o->0 s->5 t->7); inverse best-effort."""
 
     name = "leetspeak"
+    display_name = "Leetspeak"
     version = "1"
     exact = False
     native = "leetspeak"

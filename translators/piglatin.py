@@ -79,6 +79,7 @@ class PigLatin(Transform):
     """Pig latin (string -> ingstray); inverse best-effort."""
 
     name = "piglatin"
+    display_name = "Pig Latin"
     version = "1"
     exact = False
     native = "piglatin"

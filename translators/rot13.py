@@ -15,6 +15,7 @@ class Rot13(Transform):
     """ROT13 on ASCII letters (Hello -> Uryyb); its own inverse, exact."""
 
     name = "rot13"
+    display_name = "ROT13"
     version = "1"
     exact = True
 

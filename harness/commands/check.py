@@ -30,7 +30,9 @@ examples:
   conjugate check results/ci --baseline baseline.json --metric answer --direction lower
       `answer` (complying with a disallowed request) must not rise by more than 5 points
 
-exit codes: 0 pass, 1 regression (or a baseline cell missing from the run), 2 usage error.
+exit codes: 0 pass, 1 regression (or a baseline cell missing from the run), 2 usage error or a cell whose
+definition changed (DEFINITION-CHANGED: task version or options, or transform version, differ from the
+baseline's; --allow-definition-change compares them anyway).
 """
 
 
@@ -76,6 +78,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="whose rates are gated (default finetuned)")
     c.add_argument("--allow-missing", action="store_true",
                    help="a baseline or threshold cell that the run lacks is reported, not a failure")
+    c.add_argument("--allow-definition-change", action="store_true",
+                   help="with --baseline: compare cells whose task version or options or transform version differ "
+                   "from the baseline's (default: such a cell is DEFINITION-CHANGED and the check exits 2)")
     c.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per cell)")
     c.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     return c
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConjugateError("the selection matches no cells: check --tasks, --transforms/--languages, --metric and "
                              "--model against the run" + (" and the baseline" if args.baseline else ""))
     failing = any(c.failing for c in cells)
-    code = 1 if failing else 0
+    code = 2 if any(c.status == check.DEFINITION_CHANGED for c in cells) else 1 if failing else 0
     props = _properties(args, run_obj, gate, base)
     if args.junit:
         check.write_junit(args.junit, cells, props)
@@ -137,6 +142,8 @@ def _validate(args: argparse.Namespace) -> tuple[float, float, str]:
                              "--thresholds FILE (create a baseline with --write-baseline FILE)")
     if args.max_drop is not None and not args.baseline:
         raise ConjugateError("--max-drop applies to --baseline; with limits use --min/--max")
+    if args.allow_definition_change and not args.baseline:
+        raise ConjugateError("--allow-definition-change applies to --baseline; limits have no definition to compare")
     max_drop = DEFAULT_MAX_DROP if args.max_drop is None else args.max_drop
     if math.isnan(max_drop) or not 0 <= max_drop <= 1:
         hint = f" (for {max_drop:g} points write {max_drop / 100:g})" if 1 < max_drop <= 100 else ""
@@ -165,8 +172,9 @@ def _gate_baseline(args: argparse.Namespace, run_obj, base, tasks: list[str], ga
     known = list(dict.fromkeys(run_obj.transforms + [k[1] for k in base.cells]))
     transforms = check.resolve_transforms(args.transforms, known, run_obj.transform_info, "the run or the baseline")
     notes = check.baseline_notes(run_obj, base, tasks)
+    notes += check.Definitions(base.doc, run_obj.manifest, tasks, run_obj.transforms).notes(base.path)
     cells = check.compare_baseline(run_obj, base, gate.pairs, transforms, gate.models, gate.max_drop, gate.direction,
-                                   gate.significant, gate.alpha, args.allow_missing)
+                                   gate.significant, gate.alpha, args.allow_missing, args.allow_definition_change)
     return cells, notes
 
 
@@ -206,7 +214,8 @@ def _write_baseline(args: argparse.Namespace, run_obj) -> int:
                                   ("--thresholds", args.thresholds), ("--max-drop", args.max_drop),
                                   ("--direction", args.direction), ("--metric", args.metric),
                                   ("--require-significant", args.require_significant), ("--alpha", args.alpha),
-                                  ("--allow-missing", args.allow_missing), ("--junit", args.junit),
+                                  ("--allow-missing", args.allow_missing),
+                                  ("--allow-definition-change", args.allow_definition_change), ("--junit", args.junit),
                                   ("--json", args.json)) if v not in (None, False)]
     if clash:
         raise ConjugateError(f"--write-baseline writes a baseline and compares nothing, so {clash[0]} does not apply; "

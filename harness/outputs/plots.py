@@ -61,7 +61,7 @@ def rates_png(summary: dict, transforms: list[str], task: str, label: str, title
     ax.set_xticks(range(len(shown)), [display_name(t) for t in shown], rotation=20, ha="right")
     ax.set_ylabel(f"{label} rate (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(title or f"{task}: {label} rate by conjugate (95% Wilson intervals)", fontsize=9)
+    heading(fig, title or f"{task}: {label} rate by conjugate (95% Wilson intervals)")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -128,10 +128,31 @@ def heatmap_png(summary: dict, tasks: list[str], transforms: list[str], title: s
     cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     cbar.set_label("recovery", fontsize=8)
     cbar.ax.tick_params(labelsize=7)
-    ax.set_title(title or "Recovery (ft_T - ft_en) / (pt_en - ft_en), 95% CI where computed\n"
-                 "0 = no change, 1 = back at the pretrained English rate; grey = not run or undefined", fontsize=9)
+    heading(fig, title or "Recovery (ft_T - ft_en) / (pt_en - ft_en), 95% CI where computed\n"
+            "0 = no change, 1 = back at the pretrained English rate; grey = not run or undefined")
     fig.tight_layout()
     return _png(fig)
+
+
+def heading(fig: Any, text: str, fontsize: float = 9) -> Any:
+    """The plot's title, centred on the figure (not on the axes, which long task names or tick labels push
+    aside) and wrapped to its width; ``fig.tight_layout()`` then keeps the axes below it."""
+    title = fig.suptitle(text, fontsize=fontsize)
+    fit_width(fig, title)
+    return title
+
+
+def fit_width(fig: Any, text: Any, margin: float = 0.96) -> None:
+    """Re-wrap ``text`` (a figure-centred Text) at word boundaries until it is at most ``margin`` of the
+    figure's width, so that no line is clipped at the figure's edges."""
+    import textwrap
+
+    lines = text.get_text().split("\n")
+    renderer = fig.canvas.get_renderer()
+    width = max(len(line) for line in lines)
+    while text.get_window_extent(renderer).width > margin * fig.bbox.width and width > 16:
+        width = int(width * 0.9)
+        text.set_text("\n".join(textwrap.fill(line, width) for line in lines))
 
 
 def probe_png(summary: dict, task: str, transforms: list[str], label: str, target: str, title: str = "") -> bytes | None:
@@ -171,7 +192,7 @@ def probe_png(summary: dict, task: str, transforms: list[str], label: str, targe
     ax.set_ylabel("%")
     ax.set_ylim(0, 128)  # room for the legend above 100 %
     ax.set_yticks(range(0, 101, 20))
-    ax.set_title(title or f"{task}: mean probe P({target}) vs greedy {label} rate (95% intervals)", fontsize=9)
+    heading(fig, title or f"{task}: mean probe P({target}) vs greedy {label} rate (95% intervals)")
     ax.legend(frameon=False, fontsize=7, ncol=2, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -7,12 +7,14 @@ Compares the rate of a metric (by default each task's primary label, e.g. ``refu
 
 * 0: every gated cell passes;
 * 1: at least one regression, or a baseline cell that the run lacks (unless ``--allow-missing``);
-* 2: a usage error (bad path, not a run folder, invalid baseline, unknown label or transform, ...),
-  reported as one line by the CLI.
+* 2: a cell whose definition changed (task version or options, transform version: ``DEFINITION-CHANGED``,
+  unless ``--allow-definition-change``), or a usage error (bad path, not a run folder, invalid baseline,
+  unknown label or transform, ...), reported as one line by the CLI.
 
 The parts: :mod:`.load` reads the run folder (summary.json and manifest.json, rows with group ``all``),
-:mod:`.baseline` writes and reads baselines and thresholds files, :mod:`.selection` resolves the tasks,
-labels and transforms named on the command line, :mod:`.cells` judges each cell, :mod:`.render` prints
+:mod:`.baseline` writes and reads baselines and thresholds files, :mod:`.definition` compares what the
+baseline's and the run's cells measure, :mod:`.selection` resolves the tasks, labels and transforms named
+on the command line, :mod:`.cells` judges each cell, :mod:`.render` prints
 the table and writes JUnit XML. The command (argparse and orchestration) is :mod:`harness.commands.check`.
 Cheap to import: numpy, scipy and yaml are imported only when a check runs.
 """
@@ -21,8 +23,9 @@ from __future__ import annotations
 from harness.analysis.check.baseline import (BASELINE_FORMAT, BASELINE_VERSION, Baseline, baseline_notes,
                                              baseline_text, build_baseline, check_labels, check_task_set,
                                              load_baseline, load_thresholds)
-from harness.analysis.check.cells import (DEFAULT_ALPHA, DEFAULT_MAX_DROP, EPS, MISSING, NEW, PASS, REGRESSION, SKIP,
-                                          Cell, Gate, compare_baseline, compare_limits)
+from harness.analysis.check.cells import (DEFAULT_ALPHA, DEFAULT_MAX_DROP, DEFINITION_CHANGED, EPS, MISSING, NEW, PASS,
+                                          REGRESSION, SKIP, Cell, Gate, compare_baseline, compare_limits)
+from harness.analysis.check.definition import Definitions, run_definitions
 from harness.analysis.check.load import MODELS, Run, load_run, spec_hash
 from harness.analysis.check.render import cell_json, header, render_table, report_lines, summary_line, write_junit
 from harness.analysis.check.selection import resolve_metrics, resolve_transforms, select_tasks
@@ -30,7 +33,8 @@ from harness.analysis.check.selection import resolve_metrics, resolve_transforms
 __all__ = [
     "BASELINE_FORMAT", "BASELINE_VERSION", "Baseline", "baseline_notes", "baseline_text", "build_baseline",
     "check_labels", "check_task_set", "load_baseline", "load_thresholds",
-    "DEFAULT_ALPHA", "DEFAULT_MAX_DROP", "EPS", "MISSING", "NEW", "PASS", "REGRESSION", "SKIP", "Cell", "Gate",
+    "DEFAULT_ALPHA", "DEFAULT_MAX_DROP", "DEFINITION_CHANGED", "EPS", "MISSING", "NEW", "PASS", "REGRESSION", "SKIP",
+    "Cell", "Gate", "Definitions", "run_definitions",
     "compare_baseline", "compare_limits", "MODELS", "Run", "load_run", "spec_hash",
     "cell_json", "header", "render_table", "report_lines", "summary_line", "write_junit",
     "resolve_metrics", "resolve_transforms", "select_tasks",

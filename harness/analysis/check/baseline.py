@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.analysis.check.definition import check_definitions, run_definitions
 from harness.analysis.check.files import is_count, read_json
 from harness.analysis.check.load import MODELS, Run, spec_hash
 from harness.analysis.check.selection import suggest, task_base
@@ -55,6 +56,8 @@ def build_baseline(run: Run, tasks: list[str], transforms: list[str] | None, mod
         "tasks": {t: {"version": ((m.get("tasks") or {}).get(t) or {}).get("version"), "labels": run.labels[t],
                       "primary_label": run.primary[t]} for t in tasks},
         "transforms": [t for t in run.transforms if transforms is None or t in transforms],
+        # what the cells measure: `check` reports a changed one as DEFINITION-CHANGED, not as a regression
+        "definitions": run_definitions(m, tasks, [t for t in run.transforms if transforms is None or t in transforms]),
         "cells": cells,
     }
 
@@ -101,6 +104,7 @@ def load_baseline(path_str: str) -> Baseline:
     if version > BASELINE_VERSION:
         raise ConjugateError(f"{where}: format_version: {version} is newer than this conjugate reads "
                              f"({BASELINE_VERSION}); upgrade conjugate")
+    check_definitions(doc.get("definitions"), where)
     cells_in = doc.get("cells")
     if not isinstance(cells_in, list) or not cells_in:
         raise ConjugateError(f"{where}: cells: expected a non-empty list of "
@@ -172,10 +176,11 @@ def check_task_set(run: Run, base: Baseline, tasks, pairs, tasks_given: bool, me
 
 
 def baseline_notes(run: Run, base: Baseline, tasks) -> list[str]:
-    """Why rates may differ besides the model: another scoring version, limit or seed than the baseline's run."""
+    """Why rates may differ besides the model: another limit or seed than the baseline's run, or (a baseline
+    without ``definitions``, which are checked per cell) another scoring version."""
     notes = []
     btasks = base.doc.get("tasks") if isinstance(base.doc.get("tasks"), dict) else {}
-    for t in tasks:
+    for t in tasks if not isinstance(base.doc.get("definitions"), dict) else ():
         bv = (btasks.get(t) or {}).get("version") if isinstance(btasks.get(t), dict) else None
         rv = ((run.manifest.get("tasks") or {}).get(t) or {}).get("version")
         if bv is not None and rv is not None and str(bv) != str(rv):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from harness.analysis.check.baseline import Baseline
+from harness.analysis.check.definition import Definitions
 from harness.analysis.check.load import Run
 from harness.analysis.check.selection import task_base
 
@@ -17,6 +18,8 @@ EPS = 1e-9  # rates are k/n; differences within EPS are equal (0.65 - 0.05 must 
 
 # status words (the table, --json and JUnit)
 PASS, REGRESSION, NEW, MISSING, SKIP = "PASS", "REGRESSION", "NEW", "MISSING", "SKIP"
+#: the cell's task version or options, or its transform's version, differ from the baseline's: not comparable
+DEFINITION_CHANGED = "DEFINITION-CHANGED"
 
 
 @dataclasses.dataclass
@@ -103,9 +106,13 @@ def _now(cell: Cell, run: Run) -> bool:
 # -- against a baseline ----------------------------------------------------------------------------
 
 def compare_baseline(run: Run, base: Baseline, pairs, transforms, models, max_drop: float, direction: str,
-                     significant: bool, alpha: float, allow_missing: bool) -> list[Cell]:
-    """One cell per (task, label) x transform (the run's order, then the baseline's) x model."""
+                     significant: bool, alpha: float, allow_missing: bool,
+                     allow_definition_change: bool = False) -> list[Cell]:
+    """One cell per (task, label) x transform (the run's order, then the baseline's) x model; a cell whose
+    definition (task version or options, transform version) changed is DEFINITION-CHANGED, not judged,
+    unless ``allow_definition_change`` (then judged, with a note)."""
     cells: list[Cell] = []
+    defs = Definitions(base.doc, run.manifest, run.tasks, run.transforms)
     order = list(run.transforms) + [t for (_, t, _, _) in base.cells if t not in run.transforms]
     order = list(dict.fromkeys(order))
     for task, label in pairs:
@@ -129,8 +136,13 @@ def compare_baseline(run: Run, base: Baseline, pairs, transforms, models, max_dr
                     c.status, c.failing = MISSING, not allow_missing
                     c.message = (f"in the baseline ({label} {pct(c.base_rate)}%, n={c.base_n}) but "
                                  + ("not in the run" if c.n is None else f"no scored samples in the run ({c.errors} errors)"))
+                elif (changes := defs.changes(task, transform)) and not allow_definition_change:
+                    c.status, c.failing = DEFINITION_CHANGED, True
+                    c.message = ("; ".join(changes) + ": the rates measure different things; write the baseline "
+                                 "again, or compare anyway with --allow-definition-change")
                 else:
                     _judge_change(c, max_drop, direction, significant, alpha)
+                    c.notes += [f"definition changed (allowed): {x}" for x in changes]
                 cells.append(c)
     return cells
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.check.baseline import Baseline
-from harness.analysis.check.cells import MISSING, NEW, PASS, REGRESSION, SKIP, Cell, Gate, pct, pts
+from harness.analysis.check.cells import (DEFINITION_CHANGED, MISSING, NEW, PASS, REGRESSION, SKIP, Cell, Gate, pct,
+                                          pts)
 from harness.analysis.check.files import write_text
 from harness.analysis.check.load import Run
 
-_COLORS = {PASS: "32", REGRESSION: "31;1", MISSING: "31;1", NEW: "33", SKIP: "33"}
+_COLORS = {PASS: "32", REGRESSION: "31;1", MISSING: "31;1", DEFINITION_CHANGED: "35;1", NEW: "33", SKIP: "33"}
 
 
 def color(text: str, status: str, on: bool) -> str:
@@ -27,9 +28,10 @@ def summary_line(cells: list[Cell]) -> str:
     miss_fail = sum(c.status == MISSING and c.failing for c in cells)
     new = sum(c.status == NEW for c in cells)
     skip = sum(c.status == SKIP for c in cells)
+    changed = sum(c.status == DEFINITION_CHANGED for c in cells)
     failing = any(c.failing for c in cells)
     s = f"{'FAIL' if failing else 'PASS'}: {reg} regression{'' if reg == 1 else 's'} in {len(cells)} cells"
-    extra = []
+    extra = [f"{changed} with a changed definition, not compared"] if changed else []
     if miss:
         extra.append(f"{miss} missing" + ("" if miss_fail == miss else f" ({miss - miss_fail} allowed)"))
     if new:
@@ -105,7 +107,7 @@ def render_table(cells: list[Cell], mode: str, colored: bool) -> list[str]:
 def report_lines(cells: list[Cell], notes: list[str], junit: str | None, colored: bool) -> list[str]:
     """After the table: each problem's reason, the notes, where the JUnit XML went, and the summary line."""
     out: list[str] = []
-    problems = [c for c in cells if c.message and c.status in (REGRESSION, MISSING)]
+    problems = [c for c in cells if c.message and c.status in (REGRESSION, MISSING, DEFINITION_CHANGED)]
     other = [c for c in cells if c.notes]
     if problems or other or notes or junit:
         out.append("")

@@ -67,6 +67,17 @@ def resolve_metrics(run: Run, tasks: list[str], metric: list[str] | None, tasks_
     return pairs
 
 
+def _canonical(spec: str) -> str | None:
+    """The transform id ``spec`` stands for (``caesar`` -> ``caesar:3``), as runs key their cells; None if it
+    names no installed transform."""
+    from harness.transform import canonical_id
+
+    try:
+        return canonical_id(spec)
+    except ConjugateError:
+        return None
+
+
 def resolve_transforms(wanted: list[str] | None, known: list[str], info, where: str = "the run") -> list[str] | None:
     """Transform ids for --transforms/--languages tokens: ids, language codes (fr, pt, en) or display names."""
     if wanted is None:
@@ -87,7 +98,8 @@ def resolve_transforms(wanted: list[str] | None, known: list[str], info, where: 
 
     out: list[str] = []
     for w in wanted:
-        matches = [t for t in known if t == w] or [t for t in known if w.lower() in aliases(t)]
+        matches = ([t for t in known if t == w] or [t for t in known if t == _canonical(w)]
+                   or [t for t in known if w.lower() in aliases(t)])
         if not matches:
             names = known + [display_name(t) for t in known]
             raise ConjugateError(f"--transforms/--languages {w!r}: no such conjugate in {where}.{suggest(w, names)} "

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from harness.outputs.format import display_name
+from harness.outputs.format import display_name, task_display_name
+from harness.outputs.rescore import generated_with_fact, rescore_fact
 from harness.outputs.views.common import MODELS, Cell, href, model_name
 
 
@@ -21,13 +22,16 @@ def _model_card(role: str, manifest: dict, rows: list[dict]) -> dict:
     }
 
 
+def _named(key: str, name: str) -> str:
+    return f"{name} ({key})" if name != key else key
+
+
 def _facts(manifest: dict) -> list[tuple[str, str]]:
     """(name, value) lines about the run; empty values are left out."""
     spec = manifest.get("spec") or {}
     sampling = manifest.get("sampling") or {}
-    facts = [("tasks", ", ".join(spec.get("tasks") or [])),
-             ("conjugates", ", ".join(f"{display_name(t)} ({t})" if display_name(t) != t else t
-                                      for t in spec.get("transforms") or [])),
+    facts = [("tasks", ", ".join(_named(t, task_display_name(t)) for t in spec.get("tasks") or [])),
+             ("conjugates", ", ".join(_named(t, display_name(t)) for t in spec.get("transforms") or [])),
              ("limit", str(spec.get("limit") or "none")), ("seed", str(spec.get("seed", "—"))),
              ("sampling", "; ".join(f"{t}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for t, s in sampling.items())),
              ("started", str(manifest.get("started", "—"))), ("seconds", str(manifest.get("seconds", "—"))),
@@ -35,9 +39,8 @@ def _facts(manifest: dict) -> list[tuple[str, str]]:
              ("versions", ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items()))]
     for task, how in (manifest.get("scoring") or {}).items():
         facts.append(("scoring", how))
-    if manifest.get("rescored"):
-        facts.append(("rescored", str(manifest["rescored"]) + (f" with {manifest['rescore_options']}"
-                                                             if manifest.get("rescore_options") else "")))
+    facts.append(("rescored", rescore_fact(manifest) or ""))
+    facts.append(("generated with", generated_with_fact(manifest) or ""))
     tr = manifest.get("translation") or {}
     if tr.get("providers"):
         facts.append(("translation", ", ".join(p.get("version") or n for n, p in tr["providers"].items()
