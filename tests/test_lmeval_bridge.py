@@ -167,8 +167,10 @@ def test_killed_run_resumes_without_recomputing(tiny_model, tmp_path, gen_cache)
 
     s = spec(tiny_model, tmp_path, gen_cache, [GEN, MC], ["identity", "leetspeak"], limit=6)
     KillAfter.calls = 0
+    factory = lambda ms: KillAfter(HFBackend(ms), n=4)  # noqa: E731
+    factory.cache_identity = None  # the real backend's answers: shared with the plain run below
     with pytest.raises(KeyboardInterrupt):
-        runner.run(s, progress=False, backend_factory=lambda ms: KillAfter(HFBackend(ms), n=4))
+        runner.run(s, progress=False, backend_factory=factory)
     import sqlite3
 
     con = sqlite3.connect(gen_cache)

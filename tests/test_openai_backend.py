@@ -419,6 +419,82 @@ def test_no_key_sent_without_one(fake, backends):
     assert "api_key_env" not in b.describe()
 
 
+def _renderings(secret: str) -> list[str]:
+    """How a key can show up in a message: as is, and as repr, bytes repr and JSON escape it."""
+    return [secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], json.dumps(secret)[1:-1]]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r", "\r\n", " \t"])
+def test_key_with_a_trailing_newline_is_stripped_sent_and_never_shown(fake, backends, monkeypatch, ending):
+    """A key read from a file keeps its newline: httpx refused it and the error printed it (b'Bearer sk-..\\n')."""
+    monkeypatch.setenv("CONJ_TEST_KEY", SECRET + ending)
+    b = backends(spec(fake.url, api_key_env="CONJ_TEST_KEY", max_retries=0))
+    fake.script = [error(401, "Incorrect API key provided: {auth}")]
+    out = b.generate(["x"], GREEDY)
+    assert all(r["headers"].get("Authorization") == f"Bearer {SECRET}" for r in fake.requests)
+    assert isinstance(out[0], Failed) and "HTTP 401" in out[0].reason
+    assert not any(form in out[0].reason for form in _renderings(SECRET + ending))
+    assert SECRET not in out[0].reason
+
+
+def test_key_with_a_newline_inside_is_a_config_error_without_the_key(fake, monkeypatch):
+    head, tail = SECRET[:12], SECRET[12:]
+    monkeypatch.setenv("CONJ_TEST_KEY", f"{head}\n{tail}")
+    with pytest.raises(ConfigError, match="CONJ_TEST_KEY") as e:
+        OpenAIBackend(spec(fake.url, api_key_env="CONJ_TEST_KEY"))
+    msg = str(e.value)
+    assert head not in msg and tail not in msg and "unreachable" not in msg
+    assert fake.requests == []
+
+
+def test_escaped_renderings_of_the_key_are_scrubbed(fake, backends, monkeypatch):
+    """A key with a quote and a backslash, echoed by a server in a malformed answer that the error quotes with repr."""
+    key = "sk-back\\slash'quote\"-0123456789abcdef"
+    monkeypatch.setenv("CONJ_TEST_KEY", key)
+    b = backends(spec(fake.url, api_key_env="CONJ_TEST_KEY", max_retries=0))
+    fake.script = [Reply(200, "not json, but your key: {auth}")]
+    out = b.generate(["x"], GREEDY)
+    assert isinstance(out[0], Failed) and "malformed response" in out[0].reason and "***" in out[0].reason
+    assert not any(form in out[0].reason for form in _renderings(key)), out[0].reason
+    from harness.backends.retrying_http import scrub
+
+    for shown in (repr(key), repr(f"Bearer {key}\n".encode()), json.dumps({"k": key}), f"{key}!r={key!r}"):
+        assert not any(form in scrub(shown, key) for form in _renderings(key)), scrub(shown, key)
+
+
+@pytest.mark.parametrize("option", ["base_url", "server"])
+def test_server_url_with_credentials_is_refused_and_never_recorded(fake, tmp_path, option):
+    from harness.pipeline.pool import model_key
+    from harness.pipeline.runner import run
+    from harness.pipeline.spec import RunSpec
+
+    url = fake.url.replace("http://", f"http://user:{SECRET}@")
+    ms = spec(None, **{option: url})
+    for attempt in (lambda: OpenAIBackend(ms), lambda: model_key(ms),
+                    lambda: run(RunSpec(pretrained=ms, finetuned=ms, tasks=["icl_vs_if"], transforms=["identity"],
+                                        limit=1, out=str(tmp_path / "res"), cache=str(tmp_path / "c.sqlite")),
+                                progress=False)):
+        with pytest.raises(ConfigError, match="carries credentials") as e:
+            attempt()
+        assert SECRET not in str(e.value) and f"http://***@127.0.0.1:{fake.port}/v1" in str(e.value)
+    assert fake.requests == [] and not list(tmp_path.rglob("manifest.json"))
+
+
+def test_server_url_with_credentials_on_the_command_line_is_one_line_without_the_key(tmp_path):
+    try:
+        from tests.conftest import run_cli
+    except ImportError:
+        from conftest import run_cli
+
+    url = f"http://user:{SECRET}@127.0.0.1:9/v1"
+    proc = run_cli("run", "--pretrained", HOSTED, "--finetuned", HOSTED, "--server", url, "--tasks", "icl_vs_if",
+                   "--transforms", "identity", "--limit", "1", "--out", str(tmp_path / "res"),
+                   "--cache", str(tmp_path / "c.sqlite"), env={"CONJUGATE_CACHE": str(tmp_path / "uc")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "carries credentials" in proc.stderr and SECRET not in proc.stderr + proc.stdout
+    assert not (tmp_path / "res").exists()
+
+
 # -- 8: request shapes ---------------------------------------------------------------------------------
 
 def test_completions_request_shape(fake, backends):

@@ -12,8 +12,9 @@ Options (``--backend-option KEY=VALUE``, or ``options:`` in a run YAML; strings 
                     under ``/models``, else the one model (LoRA module, for a model with an
                     adapter) it lists. With ``server auto``: the name the base is served as
 ``api_key_env``     environment variable holding the API key (default ``OPENAI_API_KEY`` if set;
-                    not used for ``server auto``); sent as ``Authorization: Bearer``, never
-                    logged, described or put in an error
+                    not used for ``server auto``; surrounding whitespace is stripped); sent as
+                    ``Authorization: Bearer``, never logged, described or put in an error (not in
+                    escaped form either). A URL with ``user:key@`` is refused: it would be recorded
 ``concurrency``     requests in flight at once (default 8)
 ``timeout``         seconds per request (default 120)
 ``max_retries``     retries on 429, 5xx, timeouts and connection errors (default 4)
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,6 +104,41 @@ def _start_server(spec: ModelSpec, opts: dict[str, Any], lora: Path | None) -> _
     return _Shared(server.start())
 
 
+# -- credentials ---------------------------------------------------------------------------
+
+def api_key(spec: ModelSpec, key_env: str | None) -> str | None:
+    """The key in ``$key_env`` without surrounding whitespace (a trailing newline from a file or a shell).
+
+    A missing, empty or malformed key is a ConfigError that names the variable, never the value.
+    """
+    if not key_env:
+        return None
+    key = os.environ.get(key_env, "").strip()
+    if not key:
+        state = "is not set" if key_env not in os.environ else "is empty"
+        raise ConfigError(f"model {spec.name!r}: api_key_env names {key_env}, but that environment variable {state}")
+    if not all("!" <= c <= "~" for c in key):
+        raise ConfigError(f"model {spec.name!r}: the API key in {key_env} has a space, control or non-ASCII "
+                          f"character inside it, which no HTTP header can carry; set {key_env} to the key alone")
+    return key
+
+
+def no_url_credentials(spec: ModelSpec) -> None:
+    """A server URL with ``user:password@`` is a ConfigError (shown masked): URLs are recorded in the manifest."""
+    for opt in ("base_url", "server"):
+        value = spec.options.get(opt)
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        authority = re.split(r"[/?#]", value.split("://", 1)[-1], maxsplit=1)[0]  # [user:password@]host[:port]
+        if "@" in authority:
+            shown = value.replace(authority, "***@" + authority.rpartition("@")[2], 1)
+            raise ConfigError(f"model {spec.name!r}: the server URL {shown} carries credentials, which would be "
+                              f"recorded in manifest.json and error messages; give it without them and put the key in "
+                              f"an environment variable named by --backend-option api_key_env=VAR (sent as "
+                              f"Authorization: Bearer, never recorded)")
+
+
 # -- the backend -------------------------------------------------------------------------
 
 class OpenAIBackend(Backend):
@@ -118,6 +155,7 @@ class OpenAIBackend(Backend):
         super().__init__(spec, **options)
         self.client: RetryingClient | None = None
         self.shared: _Shared | None = None
+        no_url_credentials(spec)
         self.opts = parse_options(spec)
         self.endpoint = self.opts["endpoint"]
         self.concurrency, self.timeout = self.opts["concurrency"], self.opts["timeout"]
@@ -137,11 +175,8 @@ class OpenAIBackend(Backend):
                 self.base_url = self.opts["base_url"]
             key_env = self.opts.get("api_key_env") or (
                 "OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") and not auto else None)
-            if key_env and not os.environ.get(key_env):
-                raise ConfigError(f"model {spec.name!r}: api_key_env names {key_env}, but that environment variable "
-                                  "is not set")
             self.key_env = key_env
-            self.client = RetryingClient(self.base_url, os.environ[key_env] if key_env else None, timeout=self.timeout,
+            self.client = RetryingClient(self.base_url, api_key(spec, key_env), timeout=self.timeout,
                                          concurrency=self.concurrency, max_retries=self.max_retries,
                                          backoff=self.opts["backoff"])
             self._check_reachable()
@@ -184,6 +219,10 @@ class OpenAIBackend(Backend):
 
         try:
             r = self.client.get("models")
+        except httpx.LocalProtocolError as exc:  # a request httpx will not send: not the server's fault
+            raise ConfigError(self._scrub(
+                f"model {self.spec.name!r}: could not send a request to {self.base_url} ({type(exc).__name__}: "
+                f"{exc}); check the options and the key in {self.key_env or 'api_key_env (none was sent)'}")) from None
         except httpx.HTTPError as exc:
             raise ModelLoadError(self._scrub(
                 f"server at {self.base_url} is unreachable ({type(exc).__name__}: {exc}); start it (e.g. "
@@ -225,6 +264,7 @@ class OpenAIBackend(Backend):
     # -- the Backend interface ------------------------------------------------------------
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
+        no_url_credentials(spec)
         parse_options(spec)
 
     @classmethod
@@ -331,4 +371,5 @@ class OpenAIBackend(Backend):
             shared.release()
 
 
-__all__ = ["OpenAIBackend", "parse_options", "OPTIONS", "DEFAULTS", "ENDPOINTS", "BREAKER"]
+__all__ = ["OpenAIBackend", "api_key", "no_url_credentials", "parse_options", "OPTIONS", "DEFAULTS", "ENDPOINTS",
+           "BREAKER"]

@@ -11,7 +11,7 @@
   stops retrying: the rest of the batch, and later batches while one probe of
   ``/models`` still finds no server, fail at once with ``server unreachable``.
 * The API key is sent as ``Authorization: Bearer`` and scrubbed from every
-  message (:meth:`RetryingClient.scrub`).
+  message, escaped renderings included (:meth:`RetryingClient.scrub`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import json
 import random
 import threading
 from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import quote, quote_plus
 
 from harness.io import parse_retry_after
 from harness.types import Failed
@@ -48,7 +49,7 @@ class RetryingClient:
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key replaced by ``***`` (errors quote URLs, headers and server messages)."""
-        return text.replace(self._secret, "***") if self._secret else text
+        return scrub(text, self._secret)
 
     def get(self, path: str, timeout: float = 10.0):
         """``GET base_url/path`` without retries (raises httpx.HTTPError)."""
@@ -154,6 +155,23 @@ class RetryingClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def renderings(secret: str) -> list[str]:
+    """The ways ``secret`` can appear in a message: as is, and escaped by repr, bytes repr, JSON and URL quoting."""
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe=""),
+             quote_plus(secret, safe="")}
+    return sorted((f for f in forms if f), key=len, reverse=True)  # longest first: no half-masked key
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` with every rendering of each secret (:func:`renderings`) replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            for form in renderings(secret):
+                text = text.replace(form, "***")
+    return text
 
 
 def retryable(status: int) -> bool:

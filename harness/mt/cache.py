@@ -3,60 +3,40 @@
 Keyed by provider (name, version and output-affecting options), source and
 target language, and the exact text sent. Each batch is committed as soon as
 it completes, so a killed run keeps every finished translation. Failures are
-never cached: a re-run asks again.
+never cached: a re-run asks again. A damaged file or an unusable path is a
+one-line :class:`~harness.sqlitedb.CacheError`; a translation that fails its
+checksum is asked again, with a warning (:class:`harness.sqlitedb.Store`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
-import time
 from pathlib import Path
 from typing import Iterable
+
+from harness.sqlitedb import Store, Table
+
+TRANSLATIONS = Table("translations", (("provider", "TEXT"), ("source", "TEXT"), ("target", "TEXT"), ("text", "TEXT"),
+                                      ("translation", "TEXT")), ("translation",))
 
 
 def translation_key(provider: str, source: str, target: str, text: str) -> str:
     return hashlib.sha256(json.dumps([provider, source, target, text], ensure_ascii=False).encode()).hexdigest()
 
 
-class TranslationCache:
+class TranslationCache(Store):
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self.con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        self.con.execute(
-            "CREATE TABLE IF NOT EXISTS translations (key TEXT PRIMARY KEY, provider TEXT, source TEXT,"
-            " target TEXT, text TEXT, translation TEXT, created REAL)"
-        )
-        self.con.commit()
+        super().__init__(path, (TRANSLATIONS,), "translation cache", "--mt-option cache=FILE or $CONJUGATE_CACHE")
 
     def get_many(self, provider: str, source: str, target: str, texts: Iterable[str]) -> dict[str, str]:
         """text -> cached translation, for the texts that have one."""
         by_key = {translation_key(provider, source, target, t): t for t in texts}
-        keys = list(by_key)
-        out: dict[str, str] = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = f"SELECT key, translation FROM translations WHERE key IN ({','.join('?' * len(chunk))})"
-                for k, v in self.con.execute(q, chunk).fetchall():
-                    out[by_key[k]] = v
-        return out
+        return {by_key[k]: v[0] for k, v in self.get(TRANSLATIONS, by_key).items()}
 
     def put_many(self, provider: str, source: str, target: str, pairs: Iterable[tuple[str, str]]) -> None:
         """(text, translation) pairs, committed at once."""
-        now = time.time()
-        rows = [(translation_key(provider, source, target, t), provider, source, target, t, tr, now) for t, tr in pairs]
-        with self._lock, self.con:
-            self.con.executemany("INSERT OR REPLACE INTO translations VALUES (?,?,?,?,?,?,?)", rows)
+        self.put(TRANSLATIONS, [(translation_key(provider, source, target, t), provider, source, target, t, tr)
+                                for t, tr in pairs])
 
     def __len__(self) -> int:
-        with self._lock:
-            return self.con.execute("SELECT COUNT(*) FROM translations").fetchone()[0]
-
-    def close(self) -> None:
-        self.con.close()
+        return self.count(TRANSLATIONS)

@@ -11,7 +11,9 @@ check a result. For one model's requests of one kind the executor
    still missing, and asks it in length-bucketed batches: requests grouped by
    :meth:`RequestKind.group` (the sampling parameters), longest first, cut into
    batches over *all* unique requests so that a resumed run batches the same
-   way (already-cached ones are dropped from their batch);
+   way (already-cached ones are dropped from their batch, also those another
+   run sharing the cache has committed since the look-up; requests two runs
+   work on at the same time are computed by both: work in flight is not shared);
 3. on a batch failure retries the batch one by one, so one bad request fails
    alone; commits every batch to the cache as it completes, so a killed run
    loses at most the batch in flight; never caches a failure;
@@ -250,7 +252,9 @@ class Executor:
                 raise Unsupported(why)
             with _progress(len(job.missing), desc, kind.unit, self.progress) as bar:
                 for batch in self.batches(job):
-                    self._run_batch(b, job, batch, out)
+                    todo = self._not_cached_yet(job, batch, out)
+                    if todo:
+                        self._run_batch(b, job, todo, out)
                     bar.update(len(batch))
         except Unsupported as exc:
             out.skipped = str(exc)
@@ -282,6 +286,13 @@ class Executor:
             seen.add(tag)
         if batch:
             yield batch
+
+    def _not_cached_yet(self, job: Job, batch: list[str], out: Outcome) -> list[str]:
+        """``batch`` less what another run sharing the cache has committed since the look-up (taken from it)."""
+        fresh = self._get(job.kind, batch)
+        job.hits.update(fresh)
+        out.values.update(fresh)
+        return [k for k in batch if k not in fresh]
 
     def _run_batch(self, backend: Backend, job: Job, batch: list[str], out: Outcome) -> None:
         kind, rows = job.kind, []

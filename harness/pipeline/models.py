@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, ModelLoadError
+from harness.sqlitedb import cache_error, connect
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 BOS_POLICIES = ("auto", "always", "never")
@@ -162,19 +163,20 @@ def packaged_gguf(name: str) -> Path:
 
 # -- hashing ------------------------------------------------------------------
 
-def _hash_db() -> sqlite3.Connection:
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(root / "file-hashes.sqlite", timeout=60)
-    con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INT, mtime INT, sha256 TEXT)")
-    return con
+HASHES_WHAT = "file-hash cache"  # sha256 of weight files, memoised on (path, size, mtime)
+
+
+def _hash_db(path: Path) -> sqlite3.Connection:
+    return connect(path, HASHES_WHAT, "$CONJUGATE_CACHE", lambda con: con.execute(
+        "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INT, mtime INT, sha256 TEXT)"))
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) in the user cache."""
+    """sha256 of a file, memoised on (path, size, mtime) in the user cache (a damaged memo file is a CacheError)."""
     path = Path(path).resolve()
     st = path.stat()
-    con = _hash_db()
+    db = cache_root() / "file-hashes.sqlite"
+    con = _hash_db(db)
     try:
         row = con.execute("SELECT size, mtime, sha256 FROM hashes WHERE path=?", (str(path),)).fetchone()
         if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
@@ -187,6 +189,10 @@ def file_sha256(path: Path) -> str:
         with con:
             con.execute("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?)", (str(path), st.st_size, st.st_mtime_ns, digest))
         return digest
+    except sqlite3.ProgrammingError:
+        raise
+    except sqlite3.Error as exc:
+        raise cache_error(exc, db, HASHES_WHAT, "$CONJUGATE_CACHE") from None
     finally:
         con.close()
 
