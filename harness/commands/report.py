@@ -22,5 +22,20 @@ def run(a: argparse.Namespace) -> int:
 
     from harness.commands.args import task_options
 
-    print(rerender(a.run_dir, rescore=a.rescore, task_options=task_options(a.task_option)) / "report.md")
+    run_dir = rerender(a.run_dir, rescore=a.rescore, task_options=task_options(a.task_option))
+    if a.rescore:
+        _say_rescore(run_dir)
+    print(run_dir / "report.md")
     return 0
+
+
+def _say_rescore(run_dir) -> None:
+    """The re-score's versions and options on stderr, as manifest.json and report.md now record them."""
+    import sys
+
+    from harness.outputs.rescore import rescore_fact
+    from harness.outputs.rundir import RunDir
+
+    fact = rescore_fact(RunDir(run_dir).read_manifest().data)
+    if fact:
+        print(f"[conjugate] re-scored {fact}", file=sys.stderr)

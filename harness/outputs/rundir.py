@@ -3,9 +3,15 @@
 A run folder written by ``conjugate run`` holds::
 
     samples.jsonl   one Sample per line (harness.types.Sample)
-    summary.json    the numbers (harness.analysis.summary.summarize)
+    summary.json    the numbers (harness.analysis.summary.summarize); strict JSON (undefined numbers are null)
     manifest.json   what ran, with which versions; written LAST, so its presence marks a complete run
     report.md, report.html, *.png   views, rebuilt by `conjugate report`
+
+The folder is committed as a whole by manifest.json: its ``checksums`` hold the SHA-256 of samples.jsonl and
+summary.json as this write made them, and every reader compares them, so a folder whose files come from two
+writes (a run re-using a ``--run-id`` killed between samples.jsonl and manifest.json) is refused instead of
+being read as one run. ``output_errors`` lists what could not be written (the samples and the manifest always
+are); `conjugate report` finishes such a folder. Manifests written before checksums existed are read as before.
 
 Reading is strict where a wrong file would give wrong numbers and lenient elsewhere: every problem is one
 :class:`~harness.errors.ConjugateError` naming the file (and line or field) and a fix. The records keep the
@@ -19,13 +25,15 @@ label, to the label that summary.recovery was computed on).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 from harness.errors import ConjugateError
-from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text, json_lines
-from harness.types import Sample
+from harness.io import (atomic_write_bytes, atomic_write_text, finite_json, is_safe_name, json_lines, json_text,
+                        safe_name, sha256_hex)
+from harness.types import ERROR, Sample
 
 MANIFEST, SUMMARY, SAMPLES = "manifest.json", "summary.json", "samples.jsonl"
 ROW_KEYS = ("model", "task", "transform", "group", "n", "rates")
@@ -34,6 +42,20 @@ SAMPLE_KEYS = ("model", "task", "transform", "example_id", "group", "mode", "pro
                "reference")
 SamplesWanted = Literal["need", "optional", "skip"]
 GIVE_RUN = "give a folder written by `conjugate run`, e.g. results/<run-id>"
+#: manifest.json keys: the checksums that commit the folder, and what could not be written
+CHECKSUMS, OUTPUT_ERRORS = "checksums", "output_errors"
+RERUN = "re-run the same `conjugate run` command (it resumes from the cache and rewrites the folder)"
+MODELS = ("pretrained", "finetuned")
+
+
+def run_folder(out: str | Path, run_id: str) -> Path:
+    """``out/run_id``, refused unless ``run_id`` is a plain name and the folder stays under ``out`` once resolved."""
+    if not is_safe_name(run_id):
+        raise ConjugateError(f"run_id: {run_id!r} is not a plain folder name; use e.g. {safe_name(run_id)!r}")
+    folder = Path(out) / run_id
+    if not folder.resolve().is_relative_to(Path(out).resolve()):
+        raise ConjugateError(f"{folder}: leads outside --out {out} (a link?); remove it or choose another --run-id")
+    return folder
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -185,18 +207,25 @@ class Run(RunInfo):
 
 # -- reading ------------------------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except IsADirectoryError:
         raise ConjugateError(f"{path}: is a folder, not a file; {GIVE_RUN}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConjugateError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
-def _read_object(path: Path, fix: str) -> dict[str, Any]:
+def _read_text(path: Path, raw: bytes | None = None) -> str:
     try:
-        obj = json.loads(_read_text(path))
+        return (_read_bytes(path) if raw is None else raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConjugateError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
+
+
+def _read_object(path: Path, fix: str, raw: bytes | None = None) -> dict[str, Any]:
+    try:
+        obj = json.loads(_read_text(path, raw))
     except json.JSONDecodeError as exc:
         raise ConjugateError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {fix}") from None
     if not isinstance(obj, dict):
@@ -224,17 +253,77 @@ def check_rows(summary: dict[str, Any], where: Path, rerender: str) -> None:
                 raise ConjugateError(f"{where}: rows[{i}].rates.{label}.k: expected an integer from 0 to n={r['n']}; {rerender}")
 
 
-def read_samples(path: Path) -> tuple[list[Sample], list[dict[str, Any]]]:
-    """(samples, the JSON objects as read) of a samples.jsonl; a bad line is named with its number."""
+#: samples.jsonl fields: (the types a value may have, how an error message says it)
+_TEXT, _TEXT_OR_NULL = ((str,), "a string"), ((str, type(None)), "a string or null")
+_FIELD_TYPES = {**{k: _TEXT for k in ("model", "task", "transform", "example_id", "group", "mode", "prompt",
+                                      "transformed_prompt", "outcome", "detail")},
+                "response": _TEXT_OR_NULL, "inverted": _TEXT_OR_NULL, "error": _TEXT_OR_NULL,
+                "reference": ((dict,), "an object"), "cached": ((bool,), "true or false")}
+_NUMBERS = ("probe", "choice_logprobs", "metrics")  # objects of numbers (or null), or null
+
+
+def _field_problem(d: dict[str, Any], labels: Mapping[str, list[str]]) -> str | None:
+    """What is wrong with one samples.jsonl object (a field and why), or None."""
+    missing = [k for k in SAMPLE_KEYS if k not in d]
+    if missing:
+        return f"{', '.join(missing)}: missing"
+    for k, (types, kind) in _FIELD_TYPES.items():
+        if k in d and not isinstance(d[k], types):
+            return f"{k}: expected {kind}, got {json.dumps(d[k])[:40]}"
+    for k in _NUMBERS:
+        v = d.get(k)
+        if v is not None and not (isinstance(v, dict) and all(
+                x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v.values())):
+            return f"{k}: expected an object of numbers or null, got {json.dumps(v)[:40]}"
+    if d["model"] not in MODELS:
+        return f"model: expected {' or '.join(MODELS)}, got {d['model']!r}"
+    known = labels.get(d["task"])
+    outcome = d.get("outcome", ERROR)
+    if known and outcome != ERROR and outcome not in known:
+        return f"outcome: {outcome!r} is not an outcome of task {d['task']} ({', '.join(known)} or {ERROR})"
+    return None
+
+
+def read_samples(path: Path, labels: Mapping[str, list[str]] | None = None, text: str | None = None
+                 ) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """(samples, the JSON objects as read) of a samples.jsonl (``text``: its content, when already read).
+
+    Every line is checked: a missing field, a field of the wrong type, an outcome that is not one of the task's
+    ``labels`` (task -> labels, from the manifest), the same (model, task, transform, example) twice, and a file
+    without samples are each one ConjugateError naming the file and line.
+    """
     samples, records = [], []
-    fix = "re-run the same `conjugate run` command to regenerate it"
-    for i, d in json_lines(_read_text(path).splitlines(), str(path), ConjugateError, f"; {fix}", objects=True):
-        missing = [k for k in SAMPLE_KEYS if k not in d]
-        if missing:
-            raise ConjugateError(f"{path} line {i}: {', '.join(missing)}: missing; {fix}")
+    seen: dict[tuple, int] = {}
+    fix = RERUN
+    text = _read_text(path) if text is None else text
+    for i, d in json_lines(text.splitlines(), str(path), ConjugateError, f"; {fix}", objects=True):
+        problem = _field_problem(d, labels or {})
+        if problem:
+            raise ConjugateError(f"{path} line {i}: {problem}; {fix}")
+        key = (d["model"], d["task"], d["transform"], d["example_id"])
+        if key in seen:
+            raise ConjugateError(f"{path} line {i}: the same sample as line {seen[key]} ({'/'.join(key)}): a line "
+                                 f"written twice; {fix}")
+        seen[key] = i
         samples.append(Sample.from_dict(d))
         records.append(d)
+    if not samples:
+        raise ConjugateError(f"{path}: no samples (the file is empty); {fix}")
     return samples, records
+
+
+def duplicate_samples(samples: Iterable[Sample]) -> list[tuple[str, str, str, str]]:
+    """The (model, task, transform, example id) keys that occur more than once (a task that repeats an example id)."""
+    counts = Counter((s.model, s.task, s.transform, s.example_id) for s in samples)
+    return [k for k, c in counts.items() if c > 1]
+
+
+def _sample_line(s: Sample | Mapping[str, Any]) -> str:
+    """One samples.jsonl line: a Sample as Sample.to_json writes it, a dict with its keys as given; strict JSON."""
+    line = s.to_json() if isinstance(s, Sample) else json.dumps(s, ensure_ascii=False)
+    if "NaN" in line or "Infinity" in line:  # rare (a text that says NaN): rewrite only when a number is not finite
+        line = json.dumps(finite_json(json.loads(line)), ensure_ascii=False, allow_nan=False)
+    return line
 
 
 class RunDir:
@@ -263,59 +352,105 @@ class RunDir:
     def read_manifest(self) -> Manifest:
         return Manifest(_read_object(self.path / MANIFEST, "restore it, or re-run the same `conjugate run` command"))
 
-    def read_summary(self) -> Summary:
+    def read_summary(self, raw: bytes | None = None) -> Summary:
         rerender = f"rebuild it with `conjugate report {self.path}`"
-        data = _read_object(self.path / SUMMARY, rerender)
+        data = _read_object(self.path / SUMMARY, rerender, raw)
         check_rows(data, self.path / SUMMARY, rerender)
         return Summary(data)
 
+    def _committed(self, manifest: Manifest, name: str, fix: str) -> bytes:
+        """The bytes of ``name``, checked against the checksum manifest.json records for it (when it records one)."""
+        raw = _read_bytes(self.path / name)
+        sums = manifest.data.get(CHECKSUMS)
+        want = sums.get(name) if isinstance(sums, dict) else None
+        if want is not None and want != f"sha256:{sha256_hex(raw)}":
+            raise ConjugateError(
+                f"{self.path}: {name} is not the one manifest.json was written with (the folder was left "
+                f"half-written, e.g. a run was stopped while rewriting it); {fix}")
+        return raw
+
     def read(self, samples: SamplesWanted = "need", summary: bool = True) -> Run:
-        """The run's manifest, summary and samples.
+        """The run's manifest, summary and samples, each file checked against the manifest's checksums.
 
         ``samples``: ``"need"`` (samples.jsonl must exist), ``"optional"`` (read when present) or ``"skip"``
-        (not read: gating rates needs only the summary). ``summary=False`` skips summary.json (an empty Summary):
-        `conjugate report` rebuilds it from the samples, so a missing or damaged one must not stop it.
+        (not parsed, only checked: gating rates needs only the summary). ``summary=False`` skips summary.json (an
+        empty Summary): `conjugate report` rebuilds it from the samples, so a missing or damaged one must not stop it.
         """
         if samples not in ("need", "optional", "skip"):
             raise ValueError(f"samples={samples!r}: expected 'need', 'optional' or 'skip'")
-        self.check_folder([MANIFEST] + ([SUMMARY] if summary else []) + ([SAMPLES] if samples == "need" else []))
-        run = Run(self.read_manifest(), self.read_summary() if summary else Summary({}), self.path)
-        if samples == "need" or (samples == "optional" and self.has_samples()):
-            run.samples, run.sample_records = read_samples(self.path / SAMPLES)
+        self.check_folder([MANIFEST] + ([SAMPLES] if samples == "need" else []))
+        manifest = self.read_manifest()
+        if summary and not (self.path / SUMMARY).exists() and manifest.data.get(OUTPUT_ERRORS):
+            raise ConjugateError(f"{self.path}: the run's samples are saved but writing its outputs failed "
+                                 f"({manifest.data[OUTPUT_ERRORS][0]}); finish it with `conjugate report {self.path}`")
+        self.check_folder([SUMMARY] if summary else [])
+        raw = self._committed(manifest, SAMPLES, RERUN) if self.has_samples() else None
+        run = Run(manifest, Summary({}), self.path)
+        if summary:
+            run.summary = self.read_summary(self._committed(
+                manifest, SUMMARY, f"rebuild it with `conjugate report {self.path}`, or {RERUN}"))
+        if raw is not None and samples != "skip":
+            labels = {t: run.labels(t) for t in run.tasks()}
+            text = _read_text(self.path / SAMPLES, raw)
+            run.samples, run.sample_records = read_samples(self.path / SAMPLES, labels, text)
         return run
 
     def has_samples(self) -> bool:
         return (self.path / SAMPLES).is_file()
 
-    # -- writing (each file atomic; manifest.json last)
-    def write_samples(self, samples: Iterable[Sample | Mapping[str, Any]]) -> None:
-        """One JSON object per line; a Sample as Sample.to_json writes it, a dict with its keys as given."""
-        atomic_write_jsonl(self.path / SAMPLES, (
-            s.to_json() if isinstance(s, Sample) else json.dumps(s, ensure_ascii=False) for s in samples))
+    # -- writing (each file atomic; manifest.json last, with the checksums of what this write made)
+    def _put(self, name: str, text: str) -> str:
+        atomic_write_text(self.path / name, text)
+        return f"sha256:{sha256_hex(text.encode('utf-8'))}"
 
-    def write_summary(self, summary: Summary | Mapping[str, Any]) -> None:
-        atomic_write_json(self.path / SUMMARY, summary.data if isinstance(summary, Summary) else summary)
+    def write_samples(self, samples: Iterable[Sample | Mapping[str, Any]]) -> str:
+        """One JSON object per line (a Sample as Sample.to_json writes it, a dict with its keys as given); returns
+        the checksum manifest.json records."""
+        return self._put(SAMPLES, "".join(_sample_line(s) + "\n" for s in samples))
+
+    def write_summary(self, summary: Summary | Mapping[str, Any]) -> str:
+        """summary.json as strict JSON; returns its checksum."""
+        return self._put(SUMMARY, json_text(summary.data if isinstance(summary, Summary) else summary))
 
     def write_file(self, name: str, content: str | bytes) -> None:
-        """Any other file of the folder (report.md, a plot), atomically."""
+        """Any other file of the folder (report.md, a plot), atomically; ``name`` must be a plain file name."""
+        if not is_safe_name(name, 255) or name in (MANIFEST, SUMMARY, SAMPLES):
+            raise ConjugateError(f"{name!r}: not a file name a run folder may hold (use harness.io.safe_name)")
         if isinstance(content, bytes):
             atomic_write_bytes(self.path / name, content)
         else:
             atomic_write_text(self.path / name, content)
 
     def write_manifest(self, manifest: Manifest | Mapping[str, Any]) -> None:
-        """Last: its presence marks a complete run."""
-        atomic_write_json(self.path / MANIFEST, manifest.data if isinstance(manifest, Manifest) else manifest)
+        """Last: its presence marks a complete run, and its checksums commit the files written before it."""
+        self._put(MANIFEST, json_text(manifest.data if isinstance(manifest, Manifest) else manifest))
 
-    def write(self, manifest: Manifest | Mapping[str, Any], summary: Summary | Mapping[str, Any],
-              samples: Iterable[Sample | Mapping[str, Any]], files: Mapping[str, str | bytes] | None = None) -> None:
-        """samples.jsonl, summary.json, the other ``files``, then manifest.json."""
+    def write(self, manifest: Manifest | Mapping[str, Any], summary: Summary | Mapping[str, Any] | None,
+              samples: Iterable[Sample | Mapping[str, Any]],
+              files: Mapping[str, str | bytes] | None = None) -> list[str]:
+        """samples.jsonl, summary.json, the other ``files``, then manifest.json with the checksums of the first two.
+
+        ``summary`` None (it could not be computed): an old summary.json is removed. A file of ``files`` that cannot
+        be written is left out and named in the manifest's ``output_errors``; returns those failures.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        self.write_samples(samples)
-        self.write_summary(summary)
+        data = manifest.data if isinstance(manifest, Manifest) else manifest
+        sums = {SAMPLES: self.write_samples(samples)}
+        if summary is None:
+            (self.path / SUMMARY).unlink(missing_ok=True)
+        else:
+            sums[SUMMARY] = self.write_summary(summary)
+        failed = []
         for name, content in (files or {}).items():
-            self.write_file(name, content)
-        self.write_manifest(manifest)
+            try:
+                self.write_file(name, content)
+            except (OSError, ConjugateError) as exc:
+                failed.append(f"{name}: {type(exc).__name__}: {exc}")
+        if failed:
+            data[OUTPUT_ERRORS] = [*(data.get(OUTPUT_ERRORS) or []), *failed]
+        data[CHECKSUMS] = sums
+        self.write_manifest(data)
+        return failed
 
 
 def read_run(path: str | Path, samples: SamplesWanted = "need") -> Run:
@@ -323,5 +458,5 @@ def read_run(path: str | Path, samples: SamplesWanted = "need") -> Run:
     return RunDir(path).read(samples)
 
 
-__all__ = ["MANIFEST", "SAMPLES", "SUMMARY", "Manifest", "Run", "RunDir", "RunInfo", "Summary", "check_rows", "read_run",
-           "read_samples", "spec_hash"]
+__all__ = ["CHECKSUMS", "MANIFEST", "OUTPUT_ERRORS", "SAMPLES", "SUMMARY", "Manifest", "Run", "RunDir", "RunInfo",
+           "Summary", "check_rows", "duplicate_samples", "read_run", "read_samples", "run_folder", "spec_hash"]

@@ -8,13 +8,14 @@ and both reports are rendered from one view (:func:`harness.outputs.views.build_
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from harness.analysis.summary import summarize
 from harness.errors import ConjugateError
-from harness.outputs.rundir import RunDir
+from harness.io import finite_json
+from harness.outputs.rescore import record_rescore
+from harness.outputs.rundir import OUTPUT_ERRORS, RunDir, duplicate_samples
 from harness.pipeline.context import RunContext
 from harness.registry import TRANSFORMS
 from harness.task import Task
@@ -24,12 +25,27 @@ from harness.types import Sample
 AFTER_GENERATION = ("scoring failed", "transform inverse failed", "back-translation")
 
 
+class OutputsFailed(ConjugateError):
+    """The samples and manifest.json are written, but the summary, a report or a plot is not: `conjugate report`
+    finishes the folder."""
+
+    exit_code = 1
+
+
 def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: dict[str, Task]) -> dict:
+    """Write the run folder; the samples and manifest.json are written even when the summary, a report or a plot
+    fails (named in the manifest's ``output_errors``, then raised as :class:`OutputsFailed`)."""
+    twice = duplicate_samples(samples)
+    if twice:
+        raise ConjugateError(f"task {twice[0][1]}: example id {twice[0][3]!r} occurs twice ({len(twice)} repeated "
+                             f"samples); a task's example ids must be unique")
     task_labels = {name: list(t.labels) for name, t in tasks.items()}
     primary = {n: t.primary_label for n, t in tasks.items()}
     notes: list[str] = []  # failures of optional sections (the probe's): never lose a run over them
-    summary = summarize(samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"],
-                        notes=notes)
+    failed: list[str] = []
+    summary = _attempt(failed, "summary.json", lambda: finite_json(summarize(
+        samples, {n: tuple(l) for n, l in task_labels.items()}, primary, manifest["spec"]["transforms"], notes=notes),
+        undefined_note))
     for note in notes:
         if note not in manifest.setdefault("notes", []):
             manifest["notes"].append(note)
@@ -39,10 +55,46 @@ def write_outputs(run_dir: Path, manifest: dict, samples: list[Sample], tasks: d
     if scoring:  # which prompt format and scoring rule the labels come from (report.md states it)
         manifest["scoring"] = scoring
     old_plots = manifest.get("plots") or {}
-    files, manifest["plots"] = report_files(manifest, summary, samples)
+    manifest.pop(OUTPUT_ERRORS, None)
+    made = None if summary is None else _attempt(failed, "reports and plots",
+                                                 lambda: report_files(manifest, summary, samples))
+    files, manifest["plots"] = made or ({}, {})
+    if failed:
+        manifest[OUTPUT_ERRORS] = failed
     RunDir(run_dir).write(manifest, summary, samples, files)  # manifest.json last: it marks a complete run
     _remove_stale_plots(Path(run_dir), old_plots, manifest["plots"])
+    if made is None:  # an earlier write's reports would describe other numbers
+        for name in ("report.md", "report.html"):
+            (Path(run_dir) / name).unlink(missing_ok=True)
+    if manifest.get(OUTPUT_ERRORS):
+        raise OutputsFailed(f"{run_dir}: the samples are saved, but writing the outputs failed "
+                            f"({manifest[OUTPUT_ERRORS][0]}); fix the cause, then finish with "
+                            f"`conjugate report {run_dir}`")
     return summary
+
+
+def _attempt(failed: list[str], what: str, make: Callable[[], Any]) -> Any:
+    """``make()``, or None with the failure added to ``failed`` (the samples are written whatever fails here)."""
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 (any failure: the run's samples must not be lost over a view)
+        failed.append(f"{what}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def undefined_note(d: dict, key: str, n: Any) -> str:
+    """Why summary.json holds null for ``d[key]`` (a NaN or infinite number), stored as ``<key>_note`` beside it."""
+    if key == "recovery" and all(isinstance(d.get(k), float) for k in ("pt_en", "ft_en", "finetuned")):
+        from harness.analysis.stats import recovery  # noqa: PLC0415
+
+        why = recovery(d["pt_en"], d["ft_en"], d["finetuned"])[1]
+        if why == "missing rates":
+            return "undefined: a rate it needs is undefined (a cell without scored samples)"
+        if why:
+            return why
+    if n == 0:
+        return "undefined: no scored samples (n = 0)"
+    return "undefined: not a finite number (e.g. a rate or a ratio over no samples)"
 
 
 def report_files(manifest: dict, summary: dict, samples: Iterable[Any]) -> tuple[dict[str, str | bytes], dict[str, str]]:
@@ -134,6 +186,6 @@ def rerender(run_dir: str | Path, rescore: bool = False, task_options: dict | No
             score_samples(samples, tasks, transforms)
         finally:
             ctx.close()
-        manifest["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        record_rescore(manifest, tasks, transforms)  # the versions and options the labels now come from
     write_outputs(run_dir, manifest, samples, tasks)
     return run_dir

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -148,10 +147,10 @@ class Checkpoint:
         import torch
         from peft import get_peft_model_state_dict
 
-        tmp = self.path.with_suffix(".tmp")
+        buf = io.BytesIO()  # written through a unique temporary name: two trainings never share one
         torch.save({"recipe": self.recipe, "step": step, "lora": get_peft_model_state_dict(peft_model),
-                    "optimizer": opt.state_dict(), "log": log_lines, "seconds": seconds}, tmp)
-        os.replace(tmp, self.path)
+                    "optimizer": opt.state_dict(), "log": log_lines, "seconds": seconds}, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
 
     def load(self, peft_model, opt) -> tuple[int, list[str], float]:
         """(steps done, log lines, seconds spent); (0, [], 0.0) when there is nothing to resume."""
