@@ -160,7 +160,7 @@ def evaluate(pretrained: "str | ModelSpec | None" = None, finetuned: "str | Mode
     spec = build_spec(pretrained, finetuned, tasks=tasks, transforms=transforms, limit=limit, seed=seed,
                       backend=backend, backend_options=backend_options, task_options=task_options, mt=mt,
                       run_id=run_id, out=None if out is None else str(out), cache=None if cache is None else str(cache),
-                      where="evaluate()", **spec_fields)
+                      probe=None if probe else False, where="evaluate()", **spec_fields)
     return load(runner.run(spec, progress=progress, log=log, probe=probe))
 
 

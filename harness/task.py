@@ -56,6 +56,12 @@ class Task(ABC):
     #: first and second continuation; None: reports use the continuations' keys (``P(ICL)`` for ``icl``)
     probe_wording: ClassVar["dict[str, str] | None"] = None
 
+    @property
+    def display_name(self) -> str:
+        """The task's name for people (the report's header); default :attr:`name`. Override with a class
+        attribute, e.g. ``display_name = "ICL vs instruction following"``."""
+        return self.name
+
     @abstractmethod
     def examples(self, seed: int) -> list[Example]:
         """All examples, deterministic for ``seed``; groups interleaved so a prefix is balanced."""
@@ -76,8 +82,12 @@ class Task(ABC):
         """A task that stands for several (an lm-eval group) returns them by name; None (the default): itself."""
         return None
 
-    def localize(self, key: str, language: str, translate: Translator) -> bool:
+    def localize(self, key: str, language: str, translate: Translator,
+                 examples: "Sequence[Example] | None" = None) -> bool:
         """Add a rendering ``key`` in ``language`` by translating the task's English strings and data.
+
+        ``examples``: the run's selected examples (after ``--limit``); translate only what they need, since
+        online providers cost money (None: everything, e.g. for a pack).
 
         Return False (the default) when the task cannot; the runner then
         translates the whole rendered English prompt and back-translates the

@@ -48,11 +48,11 @@ import random
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from harness.errors import ConjugateError
 from harness.task import RenderFailed, Task, interleave
-from harness.templating import render
+from harness.templating import fill_slots, render
 from harness.tasks import icl_vs_if_data as data_files
 from harness.tasks.icl_vs_if_data import DERIVED, LANGUAGES
 from harness.types import Example, Rendered, Sampling, Score
@@ -182,9 +182,24 @@ class IclVsIf(Task):
             pools[key] = [fn(s) for s in pools["en"]]
         return pools
 
-    def _set_pool(self, key: str, results: list) -> None:
-        self.pools[key] = [r if isinstance(r, str) else None for r in results]
-        self._failed[key] = {i: r.reason for i, r in enumerate(results) if not isinstance(r, str)}
+    def _set_pool(self, key: str, results: list, indices: Sequence[int] | None = None) -> None:
+        """Translated pool ``key``: ``results`` for the sentences at ``indices`` (None: the whole pool, in order)."""
+        n = len(self.pools["en"])
+        indices = range(n) if indices is None else indices
+        pool: list[str | None] = [None] * n
+        failed = {i: "not translated: no selected example uses it" for i in range(n)}
+        for i, r in zip(indices, results):
+            pool[i] = r if isinstance(r, str) else None
+            failed.pop(i)
+            if not isinstance(r, str):
+                failed[i] = r.reason
+        self.pools[key], self._failed[key] = pool, failed
+
+    @staticmethod
+    def needed_sentences(examples: Sequence[Example]) -> list[int]:
+        """The pool indices ``examples`` use (demonstrations and startblank queries), in pool order."""
+        return sorted({i for ex in examples for i in [*ex.data["demos"], *([ex.data["sentence"]]
+                                                                          if "sentence" in ex.data else [])]})
 
     def _pool(self, rendering: str) -> list[str | None]:
         if rendering not in self.pools:  # a native language with a user sentence pool: translate the pool
@@ -203,13 +218,22 @@ class IclVsIf(Task):
                 + [en["ops"][k] for k in OPS])
 
     def translatable_texts(self, seed: int = 0, limit: int | None = None) -> list[str]:
-        """The fixed strings and the English sentence pool (what a pack needs to render any language)."""
-        return list(dict.fromkeys(self._string_leaves() + [s for s in self.pools["en"] if s]))
+        """The fixed strings and the English sentences (what a pack needs to render any language).
 
-    def localize(self, key: str, language: str, translate) -> bool:
-        """Render ``key`` from translations of the English strings and sentence pool into ``language``."""
-        leaves = self._string_leaves()
-        res = translate(leaves + self.pools["en"])
+        ``limit``: only the sentences the first ``limit`` examples of ``seed`` use (``--limit`` of a run).
+        """
+        en = self.pools["en"]
+        picked = self.needed_sentences(self.examples(seed)[:limit]) if limit else range(len(en))
+        return list(dict.fromkeys(self._string_leaves() + [en[i] for i in picked if en[i]]))
+
+    def localize(self, key: str, language: str, translate, examples: Sequence[Example] | None = None) -> bool:
+        """Render ``key`` from translations of the English strings and sentences into ``language``.
+
+        ``examples``: the run's selected examples; only the sentences they use are translated (None: the pool).
+        """
+        leaves, en = self._string_leaves(), self.pools["en"]
+        indices = None if examples is None else self.needed_sentences(examples)
+        res = translate(leaves + (en if indices is None else [en[i] for i in indices]))
         head, pool = res[: len(leaves)], res[len(leaves) :]
         bad = next((r for r in head if not isinstance(r, str)), None)
         if bad is not None:
@@ -222,7 +246,7 @@ class IclVsIf(Task):
             "instruction": dict(zip(ICL_TASKS, tr[:k])), "input": tr[k], "output": tr[k + 1], "math": tr[k + 2],
             "ops": dict(zip(OPS, tr[k + 3 :])),
         }
-        self._set_pool(key, pool)
+        self._set_pool(key, pool, indices)
         self.renderings.add(key)
         return True
 
@@ -263,7 +287,7 @@ class IclVsIf(Task):
         icl = ICL_TASKS[d["icl_task"]]
         demos = [{"input": pool[i], "output": icl(pool[i])} for i in d["demos"]]
         if d["query_type"] == "math":
-            query = render(s["math"], {"a": d["a"], "b": d["b"], "op": s["ops"][d["op"]]}, f"icl_vs_if/{rendering}/math")
+            query = fill_slots(s["math"], {"a": d["a"], "b": d["b"], "op": s["ops"][d["op"]]})  # data, never compiled
             icl_answer, if_answer = icl(query.split(" ")[0]), str(OPS[d["op"]](d["a"], d["b"]))
         else:
             words = pool[d["sentence"]].split(" ")

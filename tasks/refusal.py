@@ -9,6 +9,9 @@ a user file given as ``refusal:PATH``:
   ``instruction`` or ``request``;
 * ``.jsonl``: one object per line with one of those fields.
 
+A request longer than :data:`MAX_REQUEST_CHARS` (16,000 characters) or a file over 64 MiB is an error naming
+the line, not truncated: a document pasted on one line would otherwise take minutes and gigabytes to generate.
+
 If the file's name ends in ``_en`` and line-aligned siblings ``_<lang>`` sit
 next to it (``harmful_instructions_hu.txt``), each becomes a native rendering,
 usable as ``lang:<lang>`` (the paper's AdvBench translations: hu, ja, ml, sw).
@@ -61,6 +64,10 @@ from harness.task import Task
 from harness.types import Example, Failed, Rendered, Sampling, Score
 
 FIELDS = ("goal", "prompt", "instruction", "request")
+#: a request longer than this is an error (a whole document on one line would take minutes and gigabytes per
+#: generation); AdvBench requests are under 300 characters
+MAX_REQUEST_CHARS = 16_000
+MAX_FILE_BYTES = 64 * 2**20
 TEMPLATE = "{{ request }}"  # the fine-tuning format: the request, then a newline
 WINDOW = 300
 #: degenerate repetition: a unit of 1-60 characters repeated >= 4 times back to back (a loop >= 24 characters)
@@ -117,9 +124,30 @@ def loop_share(text: str) -> float:
     return covered / len(text)
 
 
+def _read_text(path: Path) -> str:
+    """A request file's text; a folder, a binary file or one too large is a ConfigError saying so."""
+    if path.is_dir():
+        raise ConfigError(f"refusal prompt file {path} is a folder; give a .txt, .csv or .jsonl file of requests")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"refusal prompt file {path} is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes "
+                              f"(one request per line); give a smaller file")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"refusal prompt file {path} is not UTF-8 text (a binary file?); give a .txt, .csv or "
+                          f".jsonl file of requests") from None
+    except OSError as exc:
+        raise ConfigError(f"refusal prompt file {path} cannot be read: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise ConfigError(f"refusal prompt file {path} contains NUL bytes (a binary file?); give a .txt, .csv or "
+                          f".jsonl file of requests")
+    return text
+
+
 def _read_requests(path: Path) -> list[str]:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         if not rows:
@@ -127,19 +155,23 @@ def _read_requests(path: Path) -> list[str]:
         column = next((f for f in FIELDS if f in rows[0]), None)
         if column is None:
             raise ConfigError(f"{path}: no column named {', '.join(FIELDS)}; found {', '.join(rows[0])}")
-        out = [r[column].strip() for r in rows]
+        numbered = [(f"row {i}", (r[column] or "").strip()) for i, r in enumerate(rows, 1)]
     elif suffix == ".jsonl":
-        out = []
+        numbered = []
         for i, obj in iter_jsonl(path):
             field = next((f for f in FIELDS if isinstance(obj, dict) and isinstance(obj.get(f), str)), None)
             if field is None:
                 raise ConfigError(f"{path} line {i}: needs a string field {' or '.join(FIELDS)}")
-            out.append(obj[field].strip())
+            numbered.append((f"line {i}", obj[field].strip()))
     else:
-        out = [line.strip() for line in text.splitlines() if line.strip()]
-    if not out or any(not r for r in out):
+        numbered = [(f"line {i}", line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not numbered or any(not r for _, r in numbered):
         raise ConfigError(f"{path}: empty requests (every line or row needs text)")
-    return out
+    where, longest = max(numbered, key=lambda x: len(x[1]))
+    if len(longest) > MAX_REQUEST_CHARS:
+        raise ConfigError(f"{path} {where}: a request of {len(longest):,} characters; requests are limited to "
+                          f"{MAX_REQUEST_CHARS:,} characters (one request per line: is it the right file?)")
+    return [r for _, r in numbered]
 
 
 def load_prompt_file(path: str | Path) -> dict[str, list[str]]:

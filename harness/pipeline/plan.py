@@ -130,7 +130,7 @@ def task_samples(tname: str, task: Task, tid: str, tr: Transform, examples: Sequ
     """Both models' samples of one (task, transform) cell, in example order."""
     native = tr.native is not None and tr.native in task.renderings
     rendering, mode = (tr.native, "native") if native else ("en", "transform")
-    if not native and tr.language and task.localize(tid, tr.language, tr.translate_texts):
+    if not native and tr.language and localize(task, tid, tr, examples):
         rendering, mode = tid, "localized"
         notes.append(f"{tid} for task {tname}: rendered from machine translations of the task's English "
                      f"strings and sentences, scored in {tr.language} (nothing back-translated).")
@@ -157,6 +157,12 @@ def task_samples(tname: str, task: Task, tid: str, tr: Transform, examples: Sequ
         for role in ROLES:
             samples.append(Sample(model=role, transformed_prompt="" if error else final, error=error, **base))
     return samples
+
+
+def localize(task: Task, tid: str, tr: Transform, examples: Sequence[Example]) -> bool:
+    """``task.localize`` for the run's selected examples only (a task whose localize takes no ``examples``: all)."""
+    takes = "examples" in inspect.signature(task.localize).parameters
+    return task.localize(tid, tr.language, tr.translate_texts, **({"examples": examples} if takes else {}))
 
 
 def forward_error(reason: str) -> str:

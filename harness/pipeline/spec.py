@@ -26,13 +26,29 @@ def spec_hash(spec: dict[str, Any]) -> str:
     spec hash that ``conjugate check`` records from a manifest's spec; fields a spec dict lacks count as unset.
     """
     d = dict(spec)
-    for k in ("out", "run_id", "batch_size", "threads", "cache"):
+    for k in ("out", "run_id", "batch_size", "threads", "cache", "probe", "fail_on_errors"):
         d.pop(k, None)
     d["mt"] = {k: v for k, v in (d.get("mt") or {}).items() if k in ("provider", "options")}  # not timeouts or the cache
     for k in ("translations", "mt", "task_options", "lmeval_include"):  # keep run ids of specs without them unchanged
         if not d.get(k):
             d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _check_sampling_values(sampling: dict[str, Any]) -> None:
+    """Values that would make every generation fail (``max_new_tokens: 0``) are errors before the run."""
+    n = sampling.get("max_new_tokens")
+    if n is not None and n < 1:
+        raise ConfigError(f"sampling.max_new_tokens: must be at least 1, got {n} (--max-new-tokens N sets it)")
+    t = sampling.get("temperature")
+    if t is not None and t < 0:
+        raise ConfigError(f"sampling.temperature: must be 0 (greedy) or more, got {t}")
+    p = sampling.get("top_p")
+    if p is not None and not 0 < p <= 1:
+        raise ConfigError(f"sampling.top_p: must be in (0, 1], got {p}")
+    stop = sampling.get("stop")
+    if stop is not None and not all(isinstance(x, str) and x for x in stop):
+        raise ConfigError(f"sampling.stop: must be a list of non-empty strings, got {stop!r}")
 
 
 @dataclass
@@ -61,13 +77,17 @@ class RunSpec:
     mt: dict[str, Any] = field(default_factory=dict)  # machine translation: provider, options, timeout, ...
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {icl_vs_if: {sentences: FILE}}
     lmeval_include: list[str] = field(default_factory=list)  # folders of lm-eval task YAMLs (lmeval:<task> tasks)
+    probe: bool = True  # the task-inference probe (--no-probe: false); not part of the run id
+    fail_on_errors: float | None = None  # --fail-on-errors: exit 1 when a larger share of samples are errors
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ConfigError("tasks: give at least one task, e.g. icl_vs_if")
         if not self.transforms:
             raise ConfigError("transforms: give at least one transform, e.g. identity,lang:fr")
-        self.transforms = [t.strip() for t in self.transforms if t.strip()]
+        from harness.transform import canonical_id  # one id per conjugate: `caesar` and `caesar:3` are one cell
+
+        self.transforms = [canonical_id(t) for t in self.transforms if t.strip()]
         if "identity" not in self.transforms:
             self.transforms.insert(0, "identity")
         self.transforms = list(dict.fromkeys(self.transforms))
@@ -78,6 +98,7 @@ class RunSpec:
             raise ConfigError(f"batch_size: must be a positive integer, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: must be a positive integer, got {self.threads}")
+        self._check_types()
         for k, v in self.sampling.items():
             if k not in SAMPLING_FIELDS:
                 close = difflib.get_close_matches(k, list(SAMPLING_FIELDS), n=1)
@@ -87,6 +108,7 @@ class RunSpec:
             ok = isinstance(v, want) or (want is float and isinstance(v, int)) or (want is list and isinstance(v, (list, tuple)))
             if not ok or isinstance(v, bool):
                 raise ConfigError(f"sampling.{k}: expected {want.__name__}, got {v!r}")
+        _check_sampling_values(self.sampling)
         from harness.pipeline.context import check_mt
 
         if not isinstance(self.mt, dict):
@@ -102,8 +124,28 @@ class RunSpec:
             self.lmeval_include = [self.lmeval_include]
         if not isinstance(self.lmeval_include, list) or not all(isinstance(p, str) for p in self.lmeval_include):
             raise ConfigError("lmeval_include: must be a list of folders of lm-eval task YAML files")
-        if self.run_id is not None and (not self.run_id or "/" in self.run_id or self.run_id.startswith(".")):
-            raise ConfigError(f"run_id: {self.run_id!r} must be a plain folder name")
+        from harness.io import is_safe_name, safe_name
+
+        if self.run_id is not None and not is_safe_name(self.run_id):
+            raise ConfigError(f"run_id: {self.run_id!r} must be a plain folder name (letters, digits and . _ + @ = , -, "
+                              f"not starting with '.', at most 100 characters), e.g. {safe_name(str(self.run_id))!r}")
+
+    def _check_types(self) -> None:
+        """Fields that must be strings, booleans or a share, so a config's ``out: [1, 2]`` fails here, not later."""
+        for k, what in (("out", "a folder path"), ("run_id", "a folder name"), ("cache", "a file path"),
+                        ("translations", "a file path")):
+            v = getattr(self, k)
+            if not (isinstance(v, str) or (v is None and k != "out")):
+                example = {"out": "results", "run_id": "my-run", "cache": "gen.sqlite"}.get(k, "pack.jsonl")
+                raise ConfigError(f"{k}: expected {what} (a string), got {v!r}; e.g. {k}: {example}")
+        if not self.out.strip():
+            raise ConfigError("out: give an output folder, e.g. results")
+        if not isinstance(self.probe, bool):
+            raise ConfigError(f"probe: expected true or false, got {self.probe!r}")
+        share = self.fail_on_errors
+        if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))
+                                  or not 0 <= share <= 1):
+            raise ConfigError(f"fail_on_errors: expected a share of samples between 0 and 1 (e.g. 0.05), got {share!r}")
 
     # -- identity ---------------------------------------------------------------
     def content_hash(self) -> str:
@@ -111,7 +153,9 @@ class RunSpec:
         return spec_hash(self.to_dict())
 
     def resolved_run_id(self) -> str:
-        return self.run_id or f"{'+'.join(self.tasks).replace(':', '_')}-{self.content_hash()}"
+        from harness.io import safe_name  # a task spec may hold a path: the folder name must not
+
+        return self.run_id or f"{safe_name('+'.join(self.tasks), 80)}-{self.content_hash()}"
 
     def run_dir(self) -> Path:
         return Path(self.out) / self.resolved_run_id()
@@ -164,8 +208,14 @@ class RunSpec:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give a YAML run spec file")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?); give a YAML run spec") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
