@@ -1,6 +1,8 @@
 """The pair's backends: what a model's results are cached under, and opening each backend once, when needed."""
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any, Callable, Sequence
 
 from harness.backend import REQUEST_KINDS, Backend
@@ -24,21 +26,50 @@ def backend_class(ms: ModelSpec) -> type[Backend]:
     return cls
 
 
-def model_key(ms: ModelSpec) -> dict[str, Any]:
+def model_key(ms: ModelSpec, factory: Callable[[ModelSpec], Any] | None = None) -> dict[str, Any]:
     """What a model's results are cached under: its identity and everything that changes its outputs.
 
     Options a backend lists as ``runtime_options`` (server address, engine
     memory, concurrency) are left out, so a restarted server or a different
-    GPU share reuses the cache.
+    GPU share reuses the cache. ``factory``: the run's ``backend_factory``,
+    whose :func:`factory_identity` joins the key (its backends are not the registry's).
     """
     cls = backend_class(ms)
     cls.validate(ms)
     identity = cls.identity(ms) or model_identity(ms)
-    return {
+    key = {
         "identity": identity, "backend": ms.backend, "dtype": ms.dtype, "bos": ms.bos,
         "chat_template": ms.chat_template,
         "options": {k: v for k, v in ms.options.items() if k not in cls.runtime_options},
     }
+    made_by = factory_identity(factory) if factory is not None else None
+    if made_by is not None:
+        key["factory"] = made_by
+    return key
+
+
+def factory_identity(factory: Callable[[ModelSpec], Any]) -> str | None:
+    """What a ``backend_factory``'s results are cached under, apart from the registry's; None: the registry's key.
+
+    A factory's backends may answer differently from the registered backend (a fake, a test double), so their
+    results are kept apart, under where the factory is defined: its module and qualified name (a class, a
+    function, a callable object's class; all lambdas of one function share ``f.<locals>.<lambda>``). A factory
+    names itself with a ``cache_identity`` string attribute, or sets it to None to declare that its backends
+    answer exactly as the registry's (a wrapper that counts or times the real backend's calls): then it
+    shares the plain run's cache.
+    """
+    if hasattr(factory, "cache_identity"):
+        named = factory.cache_identity
+        if named is not None and not isinstance(named, str):
+            raise ConfigError(f"backend_factory.cache_identity must be a string or None, got {named!r}")
+        return named
+    target = factory
+    while isinstance(target, functools.partial):
+        target = target.func
+    target = getattr(target, "__func__", target)  # a bound method: its function
+    if not isinstance(target, type) and not hasattr(target, "__qualname__"):
+        target = type(target)  # a callable object: its class
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
 class BackendPool:
@@ -59,6 +90,7 @@ class BackendPool:
         self.spec, self.factory = spec, factory
         self.needed = set(ROLES) if needed is None else set(needed)
         self.open: dict[str, Backend] = {}
+        self.load_seconds: dict[str, float] = {}  # time to open each role's backend (model load), for the manifest
         self.described: dict[str, dict[str, Any]] = {}
         self._pair_tried = False
 
@@ -90,12 +122,15 @@ class BackendPool:
         if role in self.open:
             return self.open[role]
         ms: ModelSpec = getattr(self.spec, role)
+        started = time.time()
         if self.factory is not None:
             self.open[role] = as_backend(self.factory(ms), ms)
         elif not self._open_pair():
             self.open[role] = BACKENDS.create(ms.backend, ms, threads=self.spec.threads)
-        for r in self.open:
+        for r in self.open:  # a pair opened together: the load is counted once, on the role that asked
             self.described.setdefault(r, self.open[r].describe())
+        self.load_seconds[role] = round(time.time() - started, 2)
+        self.described[role]["load_seconds"] = self.load_seconds[role]
         return self.open[role]
 
     def _open_pair(self) -> bool:
@@ -112,6 +147,10 @@ class BackendPool:
     def release(self, role: str) -> None:
         backend = self.open.pop(role, None)
         if backend is not None:
+            try:  # what the backend counted while it ran (the hf prefix reuse), for the manifest
+                self.described[role] = {**self.described.get(role, {}), **backend.describe()}
+            except Exception:
+                pass
             backend.close()
 
     def close_all(self) -> None:

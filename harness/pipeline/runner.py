@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from harness.version import __version__
 from harness.io import package_versions
+from harness.outputs.rundir import run_folder
 from harness.outputs.write import AFTER_GENERATION, write_outputs  # noqa: F401 (AFTER_GENERATION re-exported)
 from harness.pipeline import choice, judge as judging, probe as probing
 from harness.pipeline.cache import GenerationCache
@@ -83,14 +84,16 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     ``backend_factory`` (tests, benchmarks): builds a model's backend instead of the registry.
     """
     started = time.time()
-    keys = {role: model_key(getattr(spec, role)) for role in ROLES}  # checks the models exist before translating
+    probe = probe and spec.probe  # `probe: false` in a config, as --no-probe
+    run_dir = run_folder(spec.out, spec.resolved_run_id())  # a plain name under --out, whatever the tasks are called
+    # checks the models exist before translating; an injected backend caches apart from the registry's
+    keys = {role: model_key(getattr(spec, role), backend_factory) for role in ROLES}
     p = plan(spec, make_context(spec, progress))
     judges = judging.prepare(p)  # a task's judge model (refusal.judge) is checked before anything is generated
     if log:
         extra = " + lm-eval's documents" if has_lmeval(p) else ""
         log(f"run {spec.resolved_run_id()}: {spec.pretrained.name} vs {spec.finetuned.name}; "
             f"{len(p.samples)} samples{extra} ({', '.join(p.tasks)} x {', '.join(spec.transforms)})")
-    run_dir = spec.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         info = execute_plan(p, keys, backend_factory, progress, log, probe)
@@ -153,11 +156,13 @@ def model_work(role: str, p: Plan, mkey: dict, cache: GenerationCache, req: Requ
 def run_model(w: ModelWork, p: Plan, pool: BackendPool, req: Requests, log: Log | None) -> None:
     """One model: generate, score the choices, then probe (its backend, if opened, still open)."""
     role, name = w.role, w.spec.name
+    started = time.time()
     out = w.executor.run(w.generate, pool.opener(role, "generate"), f"{role}: {name}")
     apply_generations(w.generated, out)
     c = out.counts
     req.info["generation"][role] = {"prompts": c["requests"], "unique_prompts": c["unique"], "cached": c["cached"],
-                                    "generated": c["computed"], "failed": c["failed"]}
+                                    "generated": c["computed"], "failed": c["failed"],
+                                    "seconds": round(time.time() - started - pool.load_seconds.get(role, 0.0), 2)}
     if w.chosen:
         out = w.executor.run(w.choices, pool.opener(role, "loglikelihood"), f"choices {role}: {name}")
         choice.apply(w.chosen, req.choice_conts, out)
