@@ -118,3 +118,60 @@ def test_empty_batches_return_empty_lists(backend):
     """An empty batch (e.g. a caller with no log-likelihood requests) is a no-op, not a max() of nothing."""
     assert backend.generate([], Sampling(max_new_tokens=4)) == []
     assert backend.loglikelihood([]) == []
+
+
+PROBE_PROMPTS = ["Capitalize every word.\n\nInput: the cat sat\nOutput: THE CAT SAT\n\nInput: a dog ran\nOutput:",
+                 "What is 5 plus 3?", "A longer prompt that needs padding on the left side, with more words.\nOutput:"]
+PROBE_CONTS = [" A DOG RAN", " a", " 8", " eight", " no no no"]
+
+
+def test_loglikelihood_after_generate_reuses_the_prompt_prefill_and_agrees(tiny_model):
+    """The probe's path: log-likelihoods of continuations of prompts just generated from continue from the kept
+    prefill (no second prefill), and agree with the full forward pass to float rounding."""
+    b = HFBackend(ModelSpec(name="tiny", model=str(tiny_model)))
+    try:
+        reqs = [(p, c) for p in PROBE_PROMPTS for c in PROBE_CONTS]
+        full = b.loglikelihood(reqs)
+        assert b.prefix.hits == 0 and not b.prefix.items
+        b.generate(PROBE_PROMPTS, Sampling(max_new_tokens=4))
+        assert len(b.prefix.items) == len(PROBE_PROMPTS)
+        reused = b.loglikelihood(reqs)
+        assert b.prefix.hits == len(reqs) and b.prefix.misses == 0
+        assert [g for _, g in reused] == [g for _, g in full]
+        assert max(abs(a - c) for (a, _), (c, _) in zip(full, reused)) < 1e-4
+        # a request whose context was not generated from takes the full path in the same call
+        mixed = b.loglikelihood([("Some other context", " x"), reqs[0]])
+        assert b.prefix.misses == 1 and abs(mixed[1][0] - full[0][0]) < 1e-4
+    finally:
+        b.close()
+
+
+def test_prefix_cache_budget_evicts_oldest_and_zero_turns_it_off(tiny_model):
+    b = HFBackend(ModelSpec(name="tiny", model=str(tiny_model), options={"prefix_cache_mb": 0}))
+    try:
+        b.generate(PROBE_PROMPTS, Sampling(max_new_tokens=2))
+        assert not b.prefix.items and b.describe()["prefix_cache_mb"] == 0
+        one = next(iter([b.prefix]))
+        one.max_bytes = 1
+        b.generate(PROBE_PROMPTS[:1], Sampling(max_new_tokens=2))
+        assert not one.items  # larger than the whole budget: not kept
+        b.prefix.max_bytes = 10**9
+        b.generate(PROBE_PROMPTS, Sampling(max_new_tokens=2))
+        sizes = [p.nbytes for p in b.prefix.items.values()]
+        b.prefix.max_bytes = sum(sizes) - 1  # room for all but one: the next put evicts the oldest
+        first = next(iter(b.prefix.items))
+        b.prefix.items.pop(first)
+        b.prefix.bytes -= sizes[0]
+        b.generate(PROBE_PROMPTS[:1], Sampling(max_new_tokens=2))
+        assert first in b.prefix.items and b.prefix.bytes <= b.prefix.max_bytes
+    finally:
+        b.close()
+
+
+def test_unknown_hf_option_is_a_one_line_error_naming_the_known_ones():
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nosuch.*known: prefix_cache_mb"):
+        HFBackend.validate(ModelSpec(name="m", model="x", options={"nosuch": 1}))
+    with pytest.raises(ConfigError, match="prefix_cache_mb must be a number"):
+        HFBackend.validate(ModelSpec(name="m", model="x", options={"prefix_cache_mb": "lots"}))

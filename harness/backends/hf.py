@@ -14,6 +14,7 @@ from typing import Sequence
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.pipeline.models import ModelSpec, hub_commit, local_folder
+from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, continue_batch, keep_prefills
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
 
@@ -70,12 +71,36 @@ class HFBackend(Backend):
     name = "hf"
     capabilities = frozenset({"generate", "loglikelihood"})
 
+    #: ``prefix_cache_mb``: memory for prompt prefills kept for the log-likelihoods that follow (0: off);
+    #: it changes speed, and outputs only by float rounding, so results are cached alike
+    runtime_options = frozenset({"prefix_cache_mb"})
+
+    @classmethod
+    def validate(cls, spec: ModelSpec) -> None:
+        """An unknown option (a typo, or meant for vllm/openai) would be ignored, so it is an error."""
+        from harness.errors import ConfigError
+
+        unknown = sorted(set(spec.options) - cls.runtime_options)
+        if unknown:
+            raise ConfigError(f"model {spec.name!r}: unknown hf backend option(s) {', '.join(unknown)} (known: "
+                              f"{', '.join(sorted(cls.runtime_options))}); other --backend-option keys are for "
+                              f"--backend vllm or openai (see `conjugate run --help`)")
+        mb = spec.options.get("prefix_cache_mb")
+        if mb is not None:
+            try:
+                if float(mb) < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"model {spec.name!r}: prefix_cache_mb must be a number of MB >= 0 (0: off), "
+                                  f"got {mb!r}") from None
+
     def __init__(self, spec: ModelSpec, threads: int | None = None, device: str | None = None, **options) -> None:
         super().__init__(spec, **options)
         self.tok, self.model, self.add_bos = load_hf(spec, threads=threads, device=device)
         self.device = self.model.device
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.encoder = PromptEncoder(self.tok, spec, self.add_bos)
+        self.prefix = PrefixStore(float(spec.options.get("prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB)))
 
     # -- tokenisation ------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
@@ -118,18 +143,30 @@ class HFBackend(Backend):
         if stops:
             kw["stopping_criteria"] = StoppingCriteriaList([_Stop()])
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kw)
-        texts = self.tok.batch_decode(out[:, width:], skip_special_tokens=True)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **kw)
+        keep_prefills(self.prefix, out.past_key_values, seqs, width)  # for the probe's continuations of these prompts
+        texts = self.tok.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
         return [truncate_at_stop(t, stops) for t in texts]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-        """One forward pass per batch (right-padded, as lm-eval's hf model); the LM head only where a continuation
-        token is predicted."""
-        import torch
-
+        """Per batch: requests whose context was just generated from continue from its kept prefill
+        (:mod:`harness.backends.prefix`); the rest share one right-padded forward pass, as lm-eval's hf model.
+        The LM head runs only where a continuation token is predicted."""
         if not requests:
             return []
         pairs = [self._split(c, t) for c, t in requests]
+        found = [self.prefix.get(ctx) if self.prefix.items else None for ctx, _ in pairs]
+        results: list[tuple[float, bool] | None] = [None] * len(pairs)
+        for subset, score in (([i for i, f in enumerate(found) if f is None], self._ll_full),
+                              ([i for i, f in enumerate(found) if f is not None], self._ll_prefixed)):
+            if subset:
+                for i, r in zip(subset, score([pairs[i] for i in subset], [found[i] for i in subset])):
+                    results[i] = r
+        return results  # type: ignore[return-value]
+
+    def _ll_full(self, pairs: list[tuple[list[int], list[int]]], _=None) -> list[tuple[float, bool]]:
+        import torch
+
         # the model reads (context + continuation)[:-1]; choices of one token after the same context share a row
         inputs = list(dict.fromkeys(tuple(ctx + cont[:-1]) for ctx, cont in pairs))
         row_of = {x: i for i, x in enumerate(inputs)}
@@ -139,24 +176,43 @@ class HFBackend(Backend):
         for i, x in enumerate(inputs):
             ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
             mask[i, : len(x)] = 1
-        rows, pos, target = [], [], []
+        rows, pos = [], []
         for ctx, cont in pairs:
             rows += [row_of[tuple(ctx + cont[:-1])]] * len(cont)
             pos += range(len(ctx) - 1, len(ctx) + len(cont) - 1)
-            target += cont
         with torch.inference_mode():
             hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-            h = hidden[torch.tensor(rows, device=self.device), torch.tensor(pos, device=self.device)]
-            target_t = torch.tensor(target, device=self.device)
-            lp, hit = [], []
-            for a in range(0, len(target), LOGIT_CHUNK):  # Gemma's vocabulary has 262k entries: bound the memory
-                logp = torch.log_softmax(self._logits(h[a : a + LOGIT_CHUNK]), dim=-1)
-                t = target_t[a : a + LOGIT_CHUNK]
-                lp.append(logp.gather(1, t[:, None])[:, 0])
-                hit.append(logp.argmax(-1) == t)
-            lp_all, hit_all = torch.cat(lp).tolist(), torch.cat(hit).tolist()
+            return self._score(hidden, rows, pos, [cont for _, cont in pairs])
+
+    def _ll_prefixed(self, pairs: list[tuple[list[int], list[int]]], prefills: list) -> list[tuple[float, bool]]:
+        """Feed each context's last token and the continuation after the context's kept prefill."""
+        import torch
+
+        inputs = [ctx[-1:] + cont[:-1] for ctx, cont in pairs]
+        rows, pos = [], []
+        for i, (_, cont) in enumerate(pairs):
+            rows += [i] * len(cont)
+            pos += range(len(cont))
+        with torch.inference_mode():
+            hidden = continue_batch(self.model, prefills, inputs, self.pad_id)
+            return self._score(hidden, rows, pos, [cont for _, cont in pairs])
+
+    def _score(self, hidden, rows: list[int], pos: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
+        """Sum of log p(continuation token) at (row, position) of ``hidden``, and whether each was the argmax."""
+        import torch
+
+        h = hidden[torch.tensor(rows, device=self.device), torch.tensor(pos, device=self.device)]
+        target = [t for cont in conts for t in cont]
+        target_t = torch.tensor(target, device=self.device)
+        lp, hit = [], []
+        for a in range(0, len(target), LOGIT_CHUNK):  # Gemma's vocabulary has 262k entries: bound the memory
+            logp = torch.log_softmax(self._logits(h[a : a + LOGIT_CHUNK]), dim=-1)
+            t = target_t[a : a + LOGIT_CHUNK]
+            lp.append(logp.gather(1, t[:, None])[:, 0])
+            hit.append(logp.argmax(-1) == t)
+        lp_all, hit_all = torch.cat(lp).tolist(), torch.cat(hit).tolist()
         results, i = [], 0
-        for _, cont in pairs:
+        for cont in conts:
             results.append((float(sum(lp_all[i : i + len(cont)])), all(hit_all[i : i + len(cont)])))
             i += len(cont)
         return results
@@ -177,9 +233,13 @@ class HFBackend(Backend):
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / softcap) * softcap if softcap else logits
 
+    def describe(self) -> dict:
+        return {**super().describe(), "dtype": str(self.model.dtype).replace("torch.", ""), **self.prefix.describe()}
+
     def close(self) -> None:
         import gc
 
+        self.prefix.clear()
         self.model = None
         gc.collect()
 
