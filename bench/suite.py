@@ -1,0 +1,242 @@
+"""The inference path against its goals (issue 14), side by side in one run.
+
+Usage: ``python bench/suite.py [--limit 20] [--repeats 3] [--skip-e2e] [--skip-lmeval] [--ll-requests 160]``
+
+Prints, for the machine it runs on:
+
+1. **End to end** (``--limit``, default 20: README command 1): ``conjugate run`` as
+   a subprocess with a fresh generation cache and results folder, probe on, the
+   default pair, twice per repeat: *before* (``--backend-option
+   prefix_cache_mb=0``: the probe prefills every prompt again) and *after*
+   (default: the probe continues from the prompt prefills generation kept).
+   Median wall time of ``--repeats``, the manifest's generation and probe
+   seconds per model (model load excluded), the probe's share of generation
+   time, and whether samples.jsonl is the same (outcomes and responses).
+   The dequantised GGUF folders are cached in the user cache by the first
+   run ever; the bench warms them first, so a "fresh cache" here is the
+   generation cache.
+2. **Log-likelihood throughput** on the same requests (the probe's
+   continuations of the run's icl_vs_if prompts, pretrained model): the hf
+   backend's batched path versus lm-eval's own hf model (``HFLM``) at its
+   default batch size 1 and at the harness's batch size; requests/s and ratios.
+3. **Physical limit**: the FLOPs of the end-to-end run's generation and probe
+   (2 x parameters x tokens, per token: the body for prompt tokens, body + LM
+   head for generated and scored tokens; attention ignored, it is small at these
+   lengths) divided by this machine's measured matmul FLOP/s at the shapes the
+   model uses (fp32 and bf16), next to the measured times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.pipeline.models import DEFAULT_PRETRAINED, local_folder  # noqa: E402
+
+
+def conjugate(args: list[str], cache: Path, out: Path) -> float:
+    cmd = [sys.executable, "-m", "harness.cli", "run", *args, "--cache", str(cache), "--out", str(out),
+           "--run-id", "bench", "--no-progress"]
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def samples_view(run: Path) -> list[tuple]:
+    rows = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
+    return sorted((r["model"], r["task"], r["transform"], r["example_id"], r.get("response"), r["outcome"])
+                  for r in rows)
+
+
+def probe_values(run: Path) -> dict[tuple, float]:
+    out = {}
+    for x in (run / "samples.jsonl").read_text().splitlines():
+        r = json.loads(x) if x.strip() else None
+        if r and r.get("probe"):
+            for k, v in r["probe"].items():
+                if k.startswith("logp_"):
+                    out[(r["model"], r["transform"], r["example_id"], k)] = v
+    return out
+
+
+def end_to_end(limit: int, repeats: int, work: Path) -> dict:
+    sides = {"before (prefix_cache_mb=0)": ["--backend-option", "prefix_cache_mb=0"], "after (default)": []}
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    manifests: dict[str, dict] = {}
+    views: dict[str, list] = {}
+    probes: dict[str, dict] = {}
+    for r in range(repeats):
+        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        for name in order:
+            d = work / f"e2e-{r}-{name.split()[0]}"
+            t = conjugate(["--limit", str(limit), *sides[name]], d / "gen.sqlite", d / "results")
+            times[name].append(t)
+            run = d / "results" / "bench"
+            manifests[name] = json.loads((run / "manifest.json").read_text())
+            views[name], probes[name] = samples_view(run), probe_values(run)
+            print(f"  repeat {r + 1} {name}: {t:.1f} s", flush=True)
+    print(f"\n## 1. End to end: conjugate run --limit {limit}, fresh generation cache, probe on\n")
+    print("| Side | Wall s (median) | Runs | Generation s pt / ft | Probe s pt / ft | Probe / generation |")
+    print("|---|---|---|---|---|---|")
+    for name in sides:
+        m = manifests[name]
+        gen = [m["generation"][r].get("seconds", float("nan")) for r in ("pretrained", "finetuned")]
+        pr = [m["probe"].get(r, {}).get("seconds", float("nan")) for r in ("pretrained", "finetuned")]
+        share = sum(pr) / sum(gen) if sum(gen) else float("nan")
+        print(f"| {name} | {statistics.median(times[name]):.1f} | {', '.join(f'{t:.0f}' for t in times[name])} | "
+              f"{gen[0]:.1f} / {gen[1]:.1f} | {pr[0]:.1f} / {pr[1]:.1f} | {share:.1%} |")
+    a, b = list(sides)
+    same = views[a] == views[b]
+    common = set(probes[a]) & set(probes[b])
+    diff = max((abs(probes[a][k] - probes[b][k]) for k in common), default=float("nan"))
+    print(f"\nafter / before wall time: {statistics.median(times[b]) / statistics.median(times[a]):.3f}; "
+          f"samples (responses, outcomes) identical: {same}; probe log-likelihoods: {len(common)} compared, "
+          f"max |difference| {diff:.2e} nats")
+    print("backends:", json.dumps(manifests[b].get("backends", {})))
+    return {"manifest": manifests[b], "times": times}
+
+
+def ll_requests(limit: int, n: int) -> list[tuple[str, str]]:
+    from harness.pipeline.probe import continuations
+    from harness.pipeline.runner import plan
+    from harness.pipeline.spec import RunSpec
+
+    p = plan(RunSpec(limit=limit))
+    conts, _ = continuations(p.samples, p.tasks, p.transforms)
+    reqs = [(s.transformed_prompt, c) for s in p.samples if s.model == "pretrained" and id(s) in conts
+            for c in conts[id(s)].values()]
+    return reqs[:n]
+
+
+def loglikelihood_throughput(limit: int, n: int, batch_size: int) -> None:
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from harness.backends.hf import HFBackend
+
+    reqs = ll_requests(limit, n)
+    folder, _ = local_folder(DEFAULT_PRETRAINED)
+    ours = HFBackend(DEFAULT_PRETRAINED)
+    ours.loglikelihood(reqs[:4])  # warm-up
+    results = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        results[name] = (time.perf_counter() - t, out)
+        print(f"  {name}: {results[name][0]:.1f} s", flush=True)
+
+    def harness_side():
+        return [x for i in range(0, len(reqs), batch_size) for x in ours.loglikelihood(reqs[i:i + batch_size])]
+
+    timed("harness hf backend", harness_side)
+    for bs in (1, batch_size):
+        lm = HFLM(pretrained=str(folder), dtype="float32", batch_size=bs, add_bos_token=True, device="cpu")
+        inst = [Instance("loglikelihood", {}, (c, t), i) for i, (c, t) in enumerate(reqs)]
+        lm.loglikelihood(inst[:2], disable_tqdm=True)
+        timed(f"lm-eval HFLM batch {bs}", lambda: [x[0] for x in lm.loglikelihood(inst, disable_tqdm=True)])
+        del lm
+    ref = [x[0] for x in results["harness hf backend"][1]]
+    print(f"\n## 2. Log-likelihood throughput: {len(reqs)} probe requests (pretrained, limit {limit}), "
+          f"torch threads {torch.get_num_threads()}\n")
+    print("| Side | Seconds | Requests/s | Harness speed-up | Max abs diff vs harness (nats) |")
+    print("|---|---|---|---|---|")
+    base = results["harness hf backend"][0]
+    for name, (sec, out) in results.items():
+        vals = [x[0] if isinstance(x, tuple) else x for x in out]
+        d = max(abs(a - b) for a, b in zip(ref, vals))
+        print(f"| {name} | {sec:.1f} | {len(reqs) / sec:.2f} | {sec / base:.2f}x | {d:.1e} |")
+    ours.close()
+
+
+def matmul_flops(dtype_name: str, m: int = 4096, k: int = 640, n: int = 2048, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of one matmul shape for about ``seconds`` (bf16 without native support is slow: fewer reps)."""
+    import torch
+
+    dt = getattr(torch, dtype_name)
+    a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+    t = time.perf_counter()
+    a @ b
+    first = time.perf_counter() - t
+    if first >= seconds:  # slow already (bf16 emulated): one timed product is the measurement
+        return 2 * m * k * n / first
+    reps = max(1, int(seconds / max(first, 1e-6)))
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * m * k * n * reps / (time.perf_counter() - t)
+
+
+def physical_limit(manifest: dict | None, limit: int) -> None:
+    import torch
+    from transformers import AutoConfig
+
+    from harness.backends.prompting import PromptEncoder  # noqa: F401 (the same tokenizer the backend uses)
+    from harness.pipeline.runner import plan
+    from harness.pipeline.spec import RunSpec
+    from transformers import AutoTokenizer
+
+    folder, _ = local_folder(DEFAULT_PRETRAINED)
+    cfg = AutoConfig.from_pretrained(folder)
+    cfg = getattr(cfg, "text_config", cfg)
+    head = cfg.vocab_size * cfg.hidden_size
+    per_layer = (cfg.hidden_size * cfg.head_dim * (cfg.num_attention_heads * 2 + cfg.num_key_value_heads * 2)
+                 + 3 * cfg.hidden_size * cfg.intermediate_size)
+    body = per_layer * cfg.num_hidden_layers
+    tok = AutoTokenizer.from_pretrained(folder)
+    p = plan(RunSpec(limit=limit))
+    prompt_tokens = gen_tokens = 0
+    seen = set()
+    for s in p.samples:
+        if s.model != "pretrained" or s.error or s.transformed_prompt in seen:
+            continue
+        seen.add(s.transformed_prompt)
+        prompt_tokens += len(tok(s.transformed_prompt)["input_ids"]) + 1
+        gen_tokens += p.sampling[s.task].max_new_tokens
+    flops = 2 * (body * prompt_tokens + (body + head) * gen_tokens) * 2  # two models
+    fp32, bf16 = matmul_flops("float32"), matmul_flops("bfloat16")
+    print(f"\n## 3. Physical limit (limit {limit}, both models, generation only; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads)\n")
+    print(f"body {body / 1e6:.0f}M + LM head {head / 1e6:.0f}M parameters; {len(seen)} unique prompts per model, "
+          f"{prompt_tokens} prompt tokens, {gen_tokens} generated tokens (max_new_tokens, an upper bound)")
+    print(f"work: {flops / 1e12:.2f} TFLOP; matmul [4096x640]@[640x2048]: fp32 {fp32 / 1e9:.0f} GFLOP/s, "
+          f"bf16 {bf16 / 1e9:.0f} GFLOP/s")
+    print(f"floor: fp32 {flops / fp32:.0f} s, bf16 {flops / bf16:.0f} s")
+    if manifest:
+        gen_s = sum(manifest["generation"][r].get("seconds", 0) for r in ("pretrained", "finetuned"))
+        print(f"measured generation (both models): {gen_s:.0f} s = {flops / fp32 / gen_s:.0%} of the fp32 floor's speed")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--skip-lmeval", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs; {open('/proc/cpuinfo').read().count('avx512_bf16') and 'avx512_bf16' or 'no avx512_bf16'}")
+    local_folder(DEFAULT_PRETRAINED)  # the dequantised GGUF folders: made once per machine, not per run
+    manifest = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_e2e:
+            manifest = end_to_end(args.limit, args.repeats, Path(tmp))["manifest"]
+    if not args.skip_lmeval:
+        loglikelihood_throughput(args.limit, args.ll_requests, args.batch_size)
+    physical_limit(manifest, args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
