@@ -144,8 +144,7 @@ def loglikelihood_throughput(limit: int, n: int, batch_size: int) -> None:
         lm = HFLM(pretrained=str(folder), dtype="float32", batch_size=bs, add_bos_token=True, device="cpu")
         inst = [Instance("loglikelihood", {}, (c, t), i) for i, (c, t) in enumerate(reqs)]
         lm.loglikelihood(inst[:2], disable_tqdm=True)
-        timed(f"lm-eval HFLM batch {bs}", lambda: [x[0] for x in lm.loglikelihood(inst, disable_tqdm=True)])
-        del lm
+        timed(f"lm-eval HFLM batch {bs}", lambda lm=lm: [x[0] for x in lm.loglikelihood(inst, disable_tqdm=True)])
     ref = [x[0] for x in results["harness hf backend"][1]]
     print(f"\n## 2. Log-likelihood throughput: {len(reqs)} probe requests (pretrained, limit {limit}), "
           f"torch threads {torch.get_num_threads()}\n")
@@ -181,7 +180,6 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
     import torch
     from transformers import AutoConfig
 
-    from harness.backends.prompting import PromptEncoder  # noqa: F401 (the same tokenizer the backend uses)
     from harness.pipeline.runner import plan
     from harness.pipeline.spec import RunSpec
     from transformers import AutoTokenizer
