@@ -62,7 +62,8 @@ def row(summary, model, transform, metric):
 
 def test_rows_cover_every_cell_with_means_and_errors_left_out(data):
     samples, summary = data
-    assert list(summary)[-3:] == ["metrics", "metric_recovery", "judge"]
+    built_in = [k for k in summary if k in ("metrics", "metric_recovery", "judge")]  # a section plugin may add keys
+    assert built_in == ["metrics", "metric_recovery", "judge"]
     assert len(summary["metrics"]) == 2 * 2 * 2
     assert set(summary["metrics"][0]) == {"task", "transform", "model", "metric", "n", "mean", "lo", "hi", "binary"}
     for r in summary["metrics"]:
