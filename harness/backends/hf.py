@@ -157,14 +157,17 @@ class HFBackend(Backend):
         pairs = [self._split(c, t) for c, t in requests]
         found = [self.prefix.get(ctx) if self.prefix.items else None for ctx, _ in pairs]
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        for subset, score in (([i for i, f in enumerate(found) if f is None], self._ll_full),
-                              ([i for i, f in enumerate(found) if f is not None], self._ll_prefixed)):
-            if subset:
-                for i, r in zip(subset, score([pairs[i] for i in subset], [found[i] for i in subset])):
-                    results[i] = r
+        miss = [i for i, f in enumerate(found) if f is None]
+        hit = [i for i, f in enumerate(found) if f is not None]
+        if miss:
+            for i, r in zip(miss, self._ll_full([pairs[i] for i in miss])):
+                results[i] = r
+        if hit:
+            for i, r in zip(hit, self._ll_prefixed([pairs[i] for i in hit], [found[i] for i in hit])):
+                results[i] = r
         return results  # type: ignore[return-value]
 
-    def _ll_full(self, pairs: list[tuple[list[int], list[int]]], _=None) -> list[tuple[float, bool]]:
+    def _ll_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         import torch
 
         # the model reads (context + continuation)[:-1]; choices of one token after the same context share a row

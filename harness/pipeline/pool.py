@@ -147,10 +147,11 @@ class BackendPool:
     def release(self, role: str) -> None:
         backend = self.open.pop(role, None)
         if backend is not None:
+            described = self.described.setdefault(role, {})
             try:  # what the backend counted while it ran (the hf prefix reuse), for the manifest
-                self.described[role] = {**self.described.get(role, {}), **backend.describe()}
-            except Exception:
-                pass
+                described.update(backend.describe())
+            except Exception as exc:  # the work is done; the manifest says why the counts are missing
+                described["describe_error"] = f"{type(exc).__name__}: {exc}"
             backend.close()
 
     def close_all(self) -> None:
