@@ -2,8 +2,10 @@
 
 * Loads hub IDs, local folders and GGUF files (dequantised once, cached as
   safetensors; see :func:`harness.pipeline.models.gguf_to_folder`).
-* Batched greedy (or sampled) generation with left padding, stop strings,
-  dtype and thread count.
+* Greedy generation through :mod:`harness.backends.hf_decode` (packed
+  prefills, one large decode batch, in-place key/value buffers); sampled
+  generation, and ``decode=generate``, through ``transformers``' batched
+  ``generate`` with left padding. Stop strings, dtype and thread count.
 * ``loglikelihood`` of continuations, computing the LM head only at the
   continuation positions (Gemma's vocabulary has 262k entries).
 """
@@ -14,6 +16,7 @@ from typing import Sequence
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.pipeline.models import ModelSpec, hub_commit, local_folder
+from harness.backends import hf_decode
 from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, continue_batch, keep_prefills
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
@@ -72,8 +75,12 @@ class HFBackend(Backend):
     capabilities = frozenset({"generate", "loglikelihood"})
 
     #: ``prefix_cache_mb``: memory for prompt prefills kept for the log-likelihoods that follow (0: off);
-    #: it changes speed, and outputs only by float rounding, so results are cached alike
-    runtime_options = frozenset({"prefix_cache_mb"})
+    #: it changes speed, and outputs only by float rounding, so results are cached alike.
+    #: ``decode``: ``fast`` (default; greedy requests go through :mod:`harness.backends.hf_decode`) or
+    #: ``generate`` (always ``transformers``' ``generate``); the same arithmetic in another batch layout, so
+    #: outputs agree up to float rounding (bench/suite.py counts them) and results are cached alike
+    runtime_options = frozenset({"prefix_cache_mb", "decode"})
+    default_batch_size = 128  # prompts per call: the decode batch (the LM head runs far better on 128 rows than 32)
 
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
@@ -93,6 +100,9 @@ class HFBackend(Backend):
             except (TypeError, ValueError):
                 raise ConfigError(f"model {spec.name!r}: prefix_cache_mb must be a number of MB >= 0 (0: off), "
                                   f"got {mb!r}") from None
+        if spec.options.get("decode", "fast") not in ("fast", "generate"):
+            raise ConfigError(f"model {spec.name!r}: decode must be 'fast' or 'generate', "
+                              f"got {spec.options['decode']!r}")
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, device: str | None = None, **options) -> None:
         super().__init__(spec, **options)
@@ -101,6 +111,9 @@ class HFBackend(Backend):
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.encoder = PromptEncoder(self.tok, spec, self.add_bos)
         self.prefix = PrefixStore(float(spec.options.get("prefix_cache_mb", DEFAULT_PREFIX_CACHE_MB)))
+        self.decode_mode = spec.options.get("decode", "fast")
+        self.decoded = {"fast": 0, "generate": 0}  # prompts per decoding path, for describe()
+        self.prefill_stats: dict[str, int] = {}  # prompt tokens prefilled / computed (shared prefixes once)
 
     # -- tokenisation ------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
@@ -125,6 +138,9 @@ class HFBackend(Backend):
         if not prompts:
             return []
         seqs = [self.encode(p) for p in prompts]
+        if self._fast(seqs, sampling):
+            return self._generate_fast(seqs, sampling)
+        self.decoded["generate"] += len(seqs)
         ids, mask = self._left_pad(seqs)
         width = ids.shape[1]
         kw: dict = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": self.pad_id}
@@ -147,6 +163,24 @@ class HFBackend(Backend):
         keep_prefills(self.prefix, out.past_key_values, seqs, width)  # for the probe's continuations of these prompts
         texts = self.tok.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
         return [truncate_at_stop(t, stops) for t in texts]
+
+    def _fast(self, seqs: list[list[int]], sampling: Sampling) -> bool:
+        """Whether :mod:`harness.backends.hf_decode` decodes this call exactly as ``generate`` would."""
+        limit = hf_decode.window_limit(self.model)
+        return (self.decode_mode == "fast" and sampling.greedy and all(seqs)
+                and hf_decode.plain_greedy_config(self.model)
+                and (limit is None or max(map(len, seqs)) + sampling.max_new_tokens <= limit))
+
+    def _generate_fast(self, seqs: list[list[int]], sampling: Sampling) -> list[str]:
+        tok, stops = self.tok, sampling.stop
+
+        def stopped(tokens: list[int]) -> bool:
+            return bool(stops) and any(s in tok.decode(tokens, skip_special_tokens=True) for s in stops)
+
+        out = hf_decode.greedy(self.model, seqs, sampling.max_new_tokens, self.prefix, self.pad_id, stopped,
+                               self.prefill_stats)
+        self.decoded["fast"] += len(seqs)
+        return [truncate_at_stop(t, stops) for t in self.tok.batch_decode(out, skip_special_tokens=True)]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Per batch: requests whose context was just generated from continue from its kept prefill
@@ -237,7 +271,10 @@ class HFBackend(Backend):
         return torch.tanh(logits / softcap) * softcap if softcap else logits
 
     def describe(self) -> dict:
-        return {**super().describe(), "dtype": str(self.model.dtype).replace("torch.", ""), **self.prefix.describe()}
+        return {**super().describe(), "dtype": str(self.model.dtype).replace("torch.", ""), **self.prefix.describe(),
+                "decode": self.decode_mode, "decoded_prompts": dict(self.decoded),
+                "prefill_tokens": {"prompt": self.prefill_stats.get("prompt_tokens", 0),
+                                   "computed": self.prefill_stats.get("computed_tokens", 0)}}
 
     def close(self) -> None:
         import gc

@@ -94,14 +94,15 @@ def keep_prefills(store: PrefixStore, cache: Any, seqs: list[list[int]], width: 
         store.put(s, Prefill([(layer.keys[i, :, a:b].clone(), layer.values[i, :, a:b].clone()) for layer in layers]))
 
 
-def continue_batch(model: Any, prefills: list[Prefill], inputs: list[list[int]], pad_id: int):
+def continue_batch(model: Any, prefills: list[Prefill], inputs: Sequence[Sequence[int]], pad_id: int, cache_out: list | None = None):
     """Hidden states of ``inputs[i]`` fed after ``prefills[i]``: ``[batch, max_len, hidden]`` (right-padded).
 
     The prefills are left-padded to a common length and masked; positions
     continue each prompt's own count, as in the prompt's own forward pass.
+    ``cache_out``: a list that receives the cache, whose row ``i`` holds prefill and input at positions
+    ``longest - prefills[i].length`` to ``longest + len(inputs[i])``.
     """
     import torch
-    from transformers import DynamicCache
 
     device = next(model.parameters()).device
     n, longest, m = len(prefills), max(p.length for p in prefills), max(len(x) for x in inputs)
@@ -112,17 +113,29 @@ def continue_batch(model: Any, prefills: list[Prefill], inputs: list[list[int]],
         mask[i, longest - p.length: longest + len(x)] = 1
         ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
         pos[i] = torch.arange(p.length, p.length + m)
+    cache = assemble_cache(model, prefills, longest)
+    body = getattr(model, "model", model)
+    out = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+               past_key_values=cache, use_cache=True)
+    if cache_out is not None:
+        cache_out.append(cache)
+    return out.last_hidden_state
+
+
+def assemble_cache(model: Any, prefills: list[Prefill], longest: int):
+    """A transformers cache holding ``prefills`` left-padded to ``longest`` positions (pads are zeros, to be masked)."""
+    from transformers import DynamicCache
+
     cache = DynamicCache(config=model.config)
+    n = len(prefills)
     for layer in range(len(prefills[0].kv)):
         k0, v0 = prefills[0].kv[layer]
         keys = k0.new_zeros((n, k0.shape[0], longest, k0.shape[-1]))
         values = v0.new_zeros((n, v0.shape[0], longest, v0.shape[-1]))
         for i, p in enumerate(prefills):
             k, v = p.kv[layer]
-            keys[i, :, longest - p.length:] = k
-            values[i, :, longest - p.length:] = v
+            if p.length:
+                keys[i, :, longest - p.length:] = k
+                values[i, :, longest - p.length:] = v
         cache.update(keys, values, layer)
-    body = getattr(model, "model", model)
-    out = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-               past_key_values=cache, use_cache=True)
-    return out.last_hidden_state
+    return cache
