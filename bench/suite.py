@@ -6,12 +6,16 @@ Prints, for the machine it runs on:
 
 1. **End to end** (``--limit``, default 20: README command 1): ``conjugate run`` as
    a subprocess with a fresh generation cache and results folder, probe on, the
-   default pair, twice per repeat: *before* (``--backend-option
-   prefix_cache_mb=0``: the probe prefills every prompt again) and *after*
-   (default: the probe continues from the prompt prefills generation kept).
+   default pair, twice per repeat: *before* (the inference path as it was when
+   issue 14 was filed: ``--batch-size 32 --backend-option decode=generate
+   --backend-option prefix_cache_mb=0``: transformers' ``generate`` on batches
+   of 32, the probe prefills every prompt again) and *after* (defaults: the
+   greedy decoder of harness/backends/hf_decode.py, shared prefixes prefilled
+   once, batches of 128, the probe continuing from the kept prefills).
    Median wall time of ``--repeats``, the manifest's generation and probe
    seconds per model (model load excluded), the probe's share of generation
-   time, and whether samples.jsonl is the same (outcomes and responses).
+   time, and agreement: responses identical (count of samples) and the largest
+   probe log-likelihood difference.
    The dequantised GGUF folders are cached in the user cache by the first
    run ever; the bench warms them first, so a "fresh cache" here is the
    generation cache.
@@ -69,7 +73,9 @@ def probe_values(run: Path) -> dict[tuple, float]:
 
 
 def end_to_end(limit: int, repeats: int, work: Path) -> dict:
-    sides = {"before (prefix_cache_mb=0)": ["--backend-option", "prefix_cache_mb=0"], "after (default)": []}
+    sides = {"before (generate, batch 32, no prefill reuse)": ["--batch-size", "32", "--backend-option", "decode=generate",
+                                                              "--backend-option", "prefix_cache_mb=0"],
+             "after (default)": []}
     times: dict[str, list[float]] = {k: [] for k in sides}
     manifests: dict[str, dict] = {}
     views: dict[str, list] = {}
@@ -95,11 +101,11 @@ def end_to_end(limit: int, repeats: int, work: Path) -> dict:
         print(f"| {name} | {statistics.median(times[name]):.1f} | {', '.join(f'{t:.0f}' for t in times[name])} | "
               f"{gen[0]:.1f} / {gen[1]:.1f} | {pr[0]:.1f} / {pr[1]:.1f} | {share:.1%} |")
     a, b = list(sides)
-    same = views[a] == views[b]
+    same = sum(x == y for x, y in zip(views[a], views[b]))
     common = set(probes[a]) & set(probes[b])
     diff = max((abs(probes[a][k] - probes[b][k]) for k in common), default=float("nan"))
     print(f"\nafter / before wall time: {statistics.median(times[b]) / statistics.median(times[a]):.3f}; "
-          f"samples (responses, outcomes) identical: {same}; probe log-likelihoods: {len(common)} compared, "
+          f"samples with identical response and outcome: {same} of {len(views[a])}; probe log-likelihoods: {len(common)} compared, "
           f"max |difference| {diff:.2e} nats")
     print("backends:", json.dumps(manifests[b].get("backends", {})))
     return {"manifest": manifests[b], "times": times}
@@ -176,13 +182,35 @@ def matmul_flops(dtype_name: str, m: int = 4096, k: int = 640, n: int = 2048, se
     return 2 * m * k * n * reps / (time.perf_counter() - t)
 
 
+def workload(spec, tok) -> dict:
+    """Unique prompts, prompt tokens (all / after shared prefixes, as hf_decode computes them) and generated
+    tokens (max_new_tokens: an upper bound) per model of ``spec``'s run."""
+    from harness.pipeline.runner import plan
+
+    p = plan(spec)
+    seen: dict[str, int] = {}
+    for s in p.samples:
+        if s.model == "pretrained" and not s.error and s.transformed_prompt not in seen:
+            seen[s.transformed_prompt] = p.sampling[s.task].max_new_tokens
+    lists = [tuple(tok(x)["input_ids"]) for x in seen]
+    trie: dict = {}
+    unique = 0
+    for ids in lists:
+        node = trie
+        for t in ids:
+            if t not in node:
+                node[t], unique = {}, unique + 1
+            node = node[t]
+    return {"prompts": len(seen), "prompt_tokens": sum(map(len, lists)), "unique_tokens": unique,
+            "gen_tokens": sum(seen.values())}
+
+
 def physical_limit(manifest: dict | None, limit: int) -> None:
     import torch
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
-    from harness.pipeline.runner import plan
+    from harness.commands.run import preset_path
     from harness.pipeline.spec import RunSpec
-    from transformers import AutoTokenizer
 
     folder, _ = local_folder(DEFAULT_PRETRAINED)
     cfg = AutoConfig.from_pretrained(folder)
@@ -192,27 +220,31 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
                  + 3 * cfg.hidden_size * cfg.intermediate_size)
     body = per_layer * cfg.num_hidden_layers
     tok = AutoTokenizer.from_pretrained(folder)
-    p = plan(RunSpec(limit=limit))
-    prompt_tokens = gen_tokens = 0
-    seen = set()
-    for s in p.samples:
-        if s.model != "pretrained" or s.error or s.transformed_prompt in seen:
-            continue
-        seen.add(s.transformed_prompt)
-        prompt_tokens += len(tok(s.transformed_prompt)["input_ids"]) + 1
-        gen_tokens += p.sampling[s.task].max_new_tokens
-    flops = 2 * (body * prompt_tokens + (body + head) * gen_tokens) * 2  # two models
     fp32, bf16 = matmul_flops("float32"), matmul_flops("bfloat16")
-    print(f"\n## 3. Physical limit (limit {limit}, both models, generation only; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)\n")
-    print(f"body {body / 1e6:.0f}M + LM head {head / 1e6:.0f}M parameters; {len(seen)} unique prompts per model, "
-          f"{prompt_tokens} prompt tokens, {gen_tokens} generated tokens (max_new_tokens, an upper bound)")
-    print(f"work: {flops / 1e12:.2f} TFLOP; matmul [4096x640]@[640x2048]: fp32 {fp32 / 1e9:.0f} GFLOP/s, "
-          f"bf16 {bf16 / 1e9:.0f} GFLOP/s")
-    print(f"floor: fp32 {flops / fp32:.0f} s, bf16 {flops / bf16:.0f} s")
-    if manifest:
+    print(f"\n## 3. Physical limit (generation of both models; torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
+    print(f"body {body / 1e6:.0f}M + LM head {head / 1e6:.0f}M parameters; FLOPs = 2 x parameters per token (body for "
+          f"prompt tokens, body + head for generated ones; attention ignored); matmul [4096x640]@[640x2048]: "
+          f"fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s\n")
+    runs = [(f"--limit {limit}", RunSpec(limit=limit)), ("--limit 100", RunSpec(limit=100)),
+            ("--preset paper", RunSpec.from_yaml(preset_path("paper")))]
+    rate = None
+    if manifest:  # the measured run's effective FLOP/s, counting the prompt tokens it did compute
+        w = workload(runs[0][1], tok)
         gen_s = sum(manifest["generation"][r].get("seconds", 0) for r in ("pretrained", "finetuned"))
-        print(f"measured generation (both models): {gen_s:.0f} s = {flops / fp32 / gen_s:.0%} of the fp32 floor's speed")
+        done = 2 * 2 * (body * w["unique_tokens"] + (body + head) * w["gen_tokens"])
+        rate = done / gen_s if gen_s else None
+    print("| Run | Prompts/model | Prompt tokens (after shared prefixes) | Generated tokens | TFLOP (shared) | "
+          "fp32 floor s | bf16 floor s | Projected s at the measured rate |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, spec in runs:
+        w = workload(spec, tok)
+        flops = 2 * 2 * (body * w["unique_tokens"] + (body + head) * w["gen_tokens"])
+        proj = f"{flops / rate:.0f}" if rate else "-"
+        print(f"| {name} | {w['prompts']} | {w['prompt_tokens']} ({w['unique_tokens']}) | {w['gen_tokens']} | "
+              f"{flops / 1e12:.1f} | {flops / fp32:.0f} | {flops / bf16:.0f} | {proj} |")
+    if manifest and rate:
+        print(f"\nmeasured generation of the --limit {limit} run (both models): {gen_s:.0f} s, "
+              f"{rate / 1e9:.0f} GFLOP/s effective = {rate / fp32:.0%} of the fp32 matmul rate")
 
 
 def main() -> int:
