@@ -3,7 +3,9 @@
 Options (``--backend-option KEY=VALUE``, or ``options:`` in a run YAML; strings are converted):
 
 ==================  =====================================================================
-``base_url``        the ``/v1`` endpoint, e.g. ``http://127.0.0.1:8000/v1`` (``--server URL``)
+``base_url``        the ``/v1`` endpoint, e.g. ``http://127.0.0.1:8000/v1`` (``--server URL``); several
+                    (``URL1,URL2,...`` or a YAML list) are a fleet: requests are balanced over them
+                    (:mod:`harness.backends.endpoints`)
 ``server``          ``auto``: start ``vllm serve`` on a free loopback port for the run and stop
                     it at the end (``--server auto``); a URL here means ``base_url``
 ``endpoint``        ``completions`` (default) or ``chat``
@@ -15,7 +17,7 @@ Options (``--backend-option KEY=VALUE``, or ``options:`` in a run YAML; strings 
                     not used for ``server auto``; surrounding whitespace is stripped); sent as
                     ``Authorization: Bearer``, never logged, described or put in an error (not in
                     escaped form either). A URL with ``user:key@`` is refused: it would be recorded
-``concurrency``     requests in flight at once (default 8)
+``concurrency``     requests in flight at once, per server (default 8)
 ``timeout``         seconds per request (default 120)
 ``max_retries``     retries on 429, 5xx, timeouts and connection errors (default 4)
 ``backoff``         base seconds of the exponential backoff with full jitter (default 0.5);
@@ -28,14 +30,18 @@ Only ``endpoint`` and ``served_model`` are part of the generation-cache key;
 the others are :attr:`OpenAIBackend.runtime_options`, so a server restarted on
 another port (or with another concurrency) resumes from the cache.
 
-Requests go through :class:`harness.backends.retrying_http.RetryingClient`
-(concurrency, retries with backoff, ``Retry-After``, a circuit breaker); the
-options are checked in :mod:`harness.backends.openai_options`. A request that
-still fails is returned as :class:`~harness.types.Failed` with the status and
-the server's message; the runner records it as ERROR. After 8 connection
-failures in a row (the server is gone) the backend stops retrying: the rest of
-the batch, and later batches while one probe of ``/models`` still finds no
-server, fail at once with ``server unreachable``.
+Requests go through :class:`harness.backends.endpoints.Fleet`: one
+:class:`harness.backends.retrying_http.RetryingClient` per server (retries with
+backoff, ``Retry-After``, a circuit breaker), ``concurrency`` requests in flight
+on each; the options are checked in :mod:`harness.backends.openai_options`. A
+request that still fails is returned as :class:`~harness.types.Failed` with the
+status and the server's message; the runner records it as ERROR. After 8
+connection failures in a row a server is gone: it is taken out and its
+requests go to the other servers. When none is left, the rest of the batch,
+and later batches while one probe of ``/models`` per server still finds none,
+fail at once with ``server unreachable``. ``describe()`` (the manifest) counts
+per server what it served, failed, left unanswered, and when and why it was
+taken out.
 
 Token prompts: for a model the harness has the tokenizer of (``server auto``,
 or a local folder / ``.gguf`` / ``pkg:`` model behind your own server), the
@@ -60,9 +66,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backend import Backend
+from harness.backends.endpoints import Endpoint, Fleet
 from harness.backends.openai_options import DEFAULTS, ENDPOINTS, OPTIONS, is_local, parse_options
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
-from harness.backends.retrying_http import BREAKER, RetryingClient, message, retry_after
+from harness.backends.retrying_http import BREAKER, message, retry_after
 from harness.errors import ConfigError, ModelLoadError
 from harness.pipeline.models import ModelSpec, adapter_folder, adapter_rank, folder_sha256, hub_commit, local_folder
 from harness.types import Failed, Sampling
@@ -124,19 +131,25 @@ def api_key(spec: ModelSpec, key_env: str | None) -> str | None:
 
 
 def no_url_credentials(spec: ModelSpec) -> None:
-    """A server URL with ``user:password@`` is a ConfigError (shown masked): URLs are recorded in the manifest."""
+    """A server URL with ``user:password@`` is a ConfigError (shown masked): URLs are recorded in the manifest.
+
+    A fleet's URLs are checked one by one, after the whole value (a password may hold a comma).
+    """
     for opt in ("base_url", "server"):
         value = spec.options.get(opt)
-        if not isinstance(value, str):
-            continue
-        value = value.strip()
-        authority = re.split(r"[/?#]", value.split("://", 1)[-1], maxsplit=1)[0]  # [user:password@]host[:port]
-        if "@" in authority:
-            shown = value.replace(authority, "***@" + authority.rpartition("@")[2], 1)
-            raise ConfigError(f"model {spec.name!r}: the server URL {shown} carries credentials, which would be "
-                              f"recorded in manifest.json and error messages; give it without them and put the key in "
-                              f"an environment variable named by --backend-option api_key_env=VAR (sent as "
-                              f"Authorization: Bearer, never recorded)")
+        if isinstance(value, str):
+            values = [value, *value.split(",")]
+        else:
+            values = [v for v in value if isinstance(v, str)] if isinstance(value, (list, tuple)) else []
+        for value in values:
+            value = value.strip()
+            authority = re.split(r"[/?#]", value.split("://", 1)[-1], maxsplit=1)[0]  # [user:password@]host[:port]
+            if "@" in authority:
+                shown = value.replace(authority, "***@" + authority.rpartition("@")[2], 1)
+                raise ConfigError(f"model {spec.name!r}: the server URL {shown} carries credentials, which would be "
+                                  f"recorded in manifest.json and error messages; give it without them and put the key "
+                                  f"in an environment variable named by --backend-option api_key_env=VAR (sent as "
+                                  f"Authorization: Bearer, never recorded)")
 
 
 # -- the backend -------------------------------------------------------------------------
@@ -153,7 +166,7 @@ class OpenAIBackend(Backend):
     def __init__(self, spec: ModelSpec, threads: int | None = None, shared: _Shared | None = None,
                  served_model: str | None = None, **options) -> None:
         super().__init__(spec, **options)
-        self.client: RetryingClient | None = None
+        self.fleet: Fleet | None = None
         self.shared: _Shared | None = None
         no_url_credentials(spec)
         self.opts = parse_options(spec)
@@ -172,22 +185,22 @@ class OpenAIBackend(Backend):
                 self.shared = shared
                 self.base_url = shared.server.base_url
             else:
-                self.base_url = self.opts["base_url"]
+                self.base_url = self.opts["base_url"]  # URL1,URL2,... for a fleet
             key_env = self.opts.get("api_key_env") or (
                 "OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") and not auto else None)
             self.key_env = key_env
-            self.client = RetryingClient(self.base_url, api_key(spec, key_env), timeout=self.timeout,
-                                         concurrency=self.concurrency, max_retries=self.max_retries,
-                                         backoff=self.opts["backoff"])
-            self._check_reachable()
+            self.fleet = Fleet(self.opts.get("base_urls") or [self.base_url], api_key(spec, key_env),
+                               timeout=self.timeout, concurrency=self.concurrency, max_retries=self.max_retries,
+                               backoff=self.opts["backoff"])
+            listed = self._check_reachable()
             # the server we started knows its names; else the option, else what the server lists
             self.served_model = served_model or self.opts.get("served_model") or self._default_served_model()
-            ids = [m["id"] for m in self.models]
-            if ids and self.served_model not in ids and (auto or is_local(spec)):
-                close = difflib.get_close_matches(self.served_model, ids, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"model {spec.name!r}: the server at {self.base_url} does not serve "
-                                  f"{self.served_model!r}.{hint} It serves: {', '.join(ids)} (option served_model)")
+            for url, ids in listed.items():
+                if ids and self.served_model not in ids and (auto or is_local(spec)):
+                    close = difflib.get_close_matches(self.served_model, ids, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(f"model {spec.name!r}: the server at {url} does not serve "
+                                      f"{self.served_model!r}.{hint} It serves: {', '.join(ids)} (option served_model)")
             self.token_prompts = self.endpoint == "completions" and (auto or is_local(spec))
             self.encoder = self._encoder() if self.token_prompts else None
         except BaseException:
@@ -199,7 +212,7 @@ class OpenAIBackend(Backend):
 
     # -- construction helpers -------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        return self.client.scrub(text) if self.client is not None else text
+        return self.fleet.scrub(text) if self.fleet is not None else text
 
     def _encoder(self) -> PromptEncoder:
         from transformers import AutoTokenizer
@@ -213,37 +226,61 @@ class OpenAIBackend(Backend):
                                  f"{type(exc).__name__}: {exc}") from None
         return PromptEncoder(tok, self.spec, decide_bos(tok, self.spec.bos, meta))
 
-    def _check_reachable(self) -> None:
-        """One ``GET /models`` so a server that is not there is one clear error, not N failed samples."""
+    def _check_reachable(self) -> dict[str, list[str]]:
+        """One ``GET /models`` per server, so a server that is not there is one clear error, not N failed samples.
+
+        In a fleet, a server that is not there is taken out and the others serve the run; none there is the error.
+        Returns the model IDs each server that answered lists; :attr:`models` is the first one's listing.
+        """
+        listed: dict[str, list[dict]] = {}
+        down: list[tuple[Endpoint, str]] = []
+        for ep in self.fleet.endpoints:
+            models = self._list_models(ep, down)
+            if models is not None:
+                listed[ep.url] = models
+        start = "start it (e.g. `vllm serve MODEL --port PORT`) or use --server auto"
+        if not listed and len(down) == 1:
+            raise ModelLoadError(self._scrub(f"server at {self.base_url} is unreachable ({down[0][1]}); {start}"))
+        if not listed:
+            each = "; ".join(f"{ep.url} ({why})" for ep, why in down)
+            raise ModelLoadError(self._scrub(f"all {len(down)} servers are unreachable: {each}; start at least one "
+                                             f"(e.g. `vllm serve MODEL --port PORT`) or use --server auto"))
+        for ep, why in down:
+            self.fleet.take_out(ep, why)
+        self.models = next(iter(listed.values()))
+        return {url: [m["id"] for m in models] for url, models in listed.items()}
+
+    def _list_models(self, ep: Endpoint, down: list[tuple[Endpoint, str]]) -> list[dict] | None:
+        """The models one server lists ([] if it lists none); None (noted in ``down``) when it is not there."""
         import httpx
 
         try:
-            r = self.client.get("models")
+            r = ep.client.get("models")
         except httpx.LocalProtocolError as exc:  # a request httpx will not send: not the server's fault
             raise ConfigError(self._scrub(
-                f"model {self.spec.name!r}: could not send a request to {self.base_url} ({type(exc).__name__}: "
+                f"model {self.spec.name!r}: could not send a request to {ep.url} ({type(exc).__name__}: "
                 f"{exc}); check the options and the key in {self.key_env or 'api_key_env (none was sent)'}")) from None
         except httpx.HTTPError as exc:
-            raise ModelLoadError(self._scrub(
-                f"server at {self.base_url} is unreachable ({type(exc).__name__}: {exc}); start it (e.g. "
-                f"`vllm serve MODEL --port PORT`) or use --server auto")) from None
+            down.append((ep, self._scrub(f"{type(exc).__name__}: {exc}")))
+            return None
         if r.status_code in (401, 403):
             raise ModelLoadError(self._scrub(
-                f"server at {self.base_url} refused the credentials (HTTP {r.status_code}: {message(r)}); "
+                f"server at {ep.url} refused the credentials (HTTP {r.status_code}: {message(r)}); "
                 f"check the key in {self.key_env or 'api_key_env (none was sent)'}"))
-        if r.status_code == 404 and not self.base_url.endswith("/v1"):
+        if r.status_code == 404 and not ep.url.endswith("/v1"):
             try:
-                if self.client.get("v1/models").status_code == 200:
-                    raise ConfigError(f"server at {self.base_url} has no /models; the OpenAI API is under "
-                                      f"{self.base_url}/v1: give --server {self.base_url}/v1")
+                if ep.client.get("v1/models").status_code == 200:
+                    raise ConfigError(f"server at {ep.url} has no /models; the OpenAI API is under "
+                                      f"{ep.url}/v1: give --server {ep.url}/v1")
             except httpx.HTTPError:
                 pass
-        if r.status_code == 200:
-            try:
-                data = r.json().get("data")
-                self.models = [m for m in data if isinstance(m, dict) and "id" in m] if isinstance(data, list) else []
-            except (ValueError, AttributeError):
-                self.models = []
+        if r.status_code != 200:
+            return []
+        try:
+            data = r.json().get("data")
+            return [m for m in data if isinstance(m, dict) and "id" in m] if isinstance(data, list) else []
+        except (ValueError, AttributeError):
+            return []
 
     def _default_served_model(self) -> str:
         """``model``, or for a local model behind your own server the name it serves (from ``/models``)."""
@@ -329,10 +366,13 @@ class OpenAIBackend(Backend):
             d["server"] = {"kind": "external"}
         if self.key_env:
             d["api_key_env"] = self.key_env  # the variable's name, never its value
+        if self.fleet is not None:  # per server: served, failed, unanswered, taken out (and why)
+            d["endpoints"] = self.fleet.describe()
         return d
 
     # -- requests ---------------------------------------------------------------------------
     def _request(self, prompt: str, sampling: Sampling) -> tuple[str, dict[str, Any]]:
+        """The path under each server's URL and the JSON body."""
         body: dict[str, Any] = {"model": self.served_model, "max_tokens": sampling.max_new_tokens,
                                 "temperature": 0.0 if sampling.greedy else sampling.temperature}
         if not sampling.greedy:
@@ -341,9 +381,9 @@ class OpenAIBackend(Backend):
             body["stop"] = list(sampling.stop)
         if self.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
-            return f"{self.base_url}/chat/completions", body
+            return "chat/completions", body
         body["prompt"] = self.encoder.encode(prompt) if self.encoder is not None else prompt
-        return f"{self.base_url}/completions", body
+        return "completions", body
 
     def _parse(self, r, url: str, sampling: Sampling) -> str | Failed:
         try:
@@ -360,12 +400,12 @@ class OpenAIBackend(Backend):
                 requests.append(self._request(prompt, sampling))
             except Exception as exc:
                 requests.append(Failed(self._scrub(f"could not build the request: {type(exc).__name__}: {exc}")))
-        return self.client.post_all(requests, lambda r, url: self._parse(r, url, sampling))
+        return self.fleet.post_all(requests, lambda r, url: self._parse(r, url, sampling))
 
     def close(self) -> None:
-        client, self.client = getattr(self, "client", None), None
-        if client is not None:
-            client.close()
+        fleet, self.fleet = getattr(self, "fleet", None), None
+        if fleet is not None:
+            fleet.close()
         shared, self.shared = getattr(self, "shared", None), None
         if shared is not None:
             shared.release()

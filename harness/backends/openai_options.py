@@ -20,6 +20,7 @@ OPTIONS: dict[str, type] = {
 DEFAULTS = {"endpoint": "completions", "concurrency": 8, "timeout": 120.0, "max_retries": 4, "backoff": 0.5,
             "startup_timeout": 300.0}
 ENDPOINTS = ("completions", "chat")
+URL_OPTIONS = ("base_url", "server")  # one URL, URL1,URL2,... or a YAML list: a fleet of servers
 
 
 def _coerce(spec: ModelSpec, key: str, value: Any) -> Any:
@@ -42,6 +43,55 @@ def _coerce(spec: ModelSpec, key: str, value: Any) -> Any:
     return out
 
 
+def _joined(spec: ModelSpec, key: str, value: Any) -> Any:
+    """A YAML list of URLs as the comma-separated string the command line gives; anything else as it is."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    if not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"model {spec.name!r}: openai option {key} must be a URL or a list of URLs, got {value!r}")
+    return ",".join(value)
+
+
+def split_urls(spec: ModelSpec, key: str, value: str) -> list[str]:
+    """``URL1,URL2,...`` as a list of URLs without trailing slashes; an empty, bad or repeated one is a ConfigError."""
+    urls = [u.strip().rstrip("/") for u in value.split(",")]
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            what = "an empty entry (two commas in a row, or one at an end)" if not u else repr(u)
+            raise ConfigError(f"model {spec.name!r}: openai option {key} must start with http:// or https:// "
+                              f"(several servers: URLs separated by commas); got {what} in {value!r}")
+    twice = sorted({u for u in urls if urls.count(u) > 1})
+    if twice:
+        raise ConfigError(f"model {spec.name!r}: openai option {key} lists {', '.join(twice)} more than once; "
+                          f"give each server once")
+    return urls
+
+
+def _server(spec: ModelSpec, out: dict[str, Any]) -> None:
+    """``server`` (auto, or URLs) and ``base_url`` checked and merged into ``base_url`` / ``base_urls``."""
+    server = out.pop("server", None)
+    if server is not None:
+        if server.startswith(("http://", "https://")):
+            if out.get("base_url") is not None and \
+                    split_urls(spec, "base_url", out["base_url"]) != split_urls(spec, "server", server):
+                raise ConfigError(f"model {spec.name!r}: openai options server={server} and base_url={out['base_url']} disagree")
+            out["base_url"] = server
+        elif server != "auto":
+            raise ConfigError(f"model {spec.name!r}: openai option server must be 'auto' (start vllm serve) or a URL "
+                              f"(several: URL1,URL2), got {server!r}")
+        else:
+            if "base_url" in out:
+                raise ConfigError(f"model {spec.name!r}: give either server=auto or base_url={out['base_url']}, not both")
+            out["server"] = "auto"
+    if "server" not in out and "base_url" not in out:
+        raise ConfigError(f"model {spec.name!r}: the openai backend needs a server: give --server auto (the harness "
+                          "starts vllm serve) or --server URL (e.g. --server http://127.0.0.1:8000/v1; several: "
+                          "URL1,URL2; option base_url)")
+    if "base_url" in out:
+        out["base_urls"] = split_urls(spec, "base_url", out["base_url"])
+        out["base_url"] = ",".join(out["base_urls"])
+
+
 def parse_options(spec: ModelSpec) -> dict[str, Any]:
     """The model's openai options, checked and typed, with defaults filled in (bad names get a suggestion)."""
     out: dict[str, Any] = {}
@@ -50,29 +100,8 @@ def parse_options(spec: ModelSpec) -> dict[str, Any]:
             close = difflib.get_close_matches(k, list(OPTIONS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"model {spec.name!r}: unknown openai option {k!r}.{hint} Known: {', '.join(OPTIONS)}")
-        out[k] = _coerce(spec, k, v)
-    server = out.pop("server", None)
-    if server is not None:
-        if server.startswith(("http://", "https://")):
-            if out.get("base_url", server).rstrip("/") != server.rstrip("/"):
-                raise ConfigError(f"model {spec.name!r}: openai options server={server} and base_url={out['base_url']} disagree")
-            out["base_url"] = server
-        elif server != "auto":
-            raise ConfigError(f"model {spec.name!r}: openai option server must be 'auto' (start vllm serve) or a URL, "
-                              f"got {server!r}")
-        else:
-            if "base_url" in out:
-                raise ConfigError(f"model {spec.name!r}: give either server=auto or base_url={out['base_url']}, not both")
-            out["server"] = "auto"
-    if "server" not in out and "base_url" not in out:
-        raise ConfigError(f"model {spec.name!r}: the openai backend needs a server: give --server auto (the harness "
-                          "starts vllm serve) or --server URL (e.g. --server http://127.0.0.1:8000/v1; "
-                          "option base_url)")
-    if "base_url" in out:
-        out["base_url"] = out["base_url"].rstrip("/")
-        if not out["base_url"].startswith(("http://", "https://")):
-            raise ConfigError(f"model {spec.name!r}: openai option base_url must start with http:// or https://, "
-                              f"got {out['base_url']!r}")
+        out[k] = _coerce(spec, k, _joined(spec, k, v) if k in URL_OPTIONS else v)
+    _server(spec, out)
     for k, v in DEFAULTS.items():
         out.setdefault(k, v)
     if out["endpoint"] not in ENDPOINTS:

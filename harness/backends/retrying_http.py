@@ -1,15 +1,15 @@
-"""A retrying, concurrent JSON-over-HTTP client with a circuit breaker (the openai backend's transport).
+"""A retrying JSON-over-HTTP client with a circuit breaker: one server of the openai backend's fleet.
 
-* ``post_all`` sends a batch of ``(url, body)`` requests with at most
-  ``concurrency`` in flight (daemon threads: Ctrl-C returns at once) and
-  returns one parsed result or :class:`~harness.types.Failed` per request.
-* Retries on 408/409/425/429, 5xx (not 501/505), timeouts and connection
-  errors, with exponential backoff and full jitter; a ``Retry-After`` header is
-  honoured (at most 60 s). Other statuses fail at once with the server's
-  message.
-* After :data:`BREAKER` connection failures in a row (the server is gone) it
-  stops retrying: the rest of the batch, and later batches while one probe of
-  ``/models`` still finds no server, fail at once with ``server unreachable``.
+* :meth:`RetryingClient.one` POSTs one request with retries on 408/409/425/429,
+  5xx (not 501/505), timeouts and connection errors, with exponential backoff
+  and full jitter; a ``Retry-After`` header is honoured (at most 60 s). Other
+  statuses fail at once with the server's message.
+* After :data:`BREAKER` connection failures in a row (the server is gone) the
+  breaker opens: requests stop retrying and come back as :class:`NoAnswer`,
+  as does a request whose last attempt found no server, so
+  :class:`harness.backends.endpoints.Fleet` (which sends the batches,
+  concurrently) can hand them to another server. :meth:`RetryingClient.probe`
+  (one ``GET /models``) closes the breaker when the server is back.
 * The API key is sent as ``Authorization: Bearer`` and scrubbed from every
   message, escaped renderings included (:meth:`RetryingClient.scrub`).
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.parse import quote, quote_plus
 
 from harness.io import parse_retry_after
@@ -30,6 +30,10 @@ MAX_BACKOFF = 30.0
 
 T = TypeVar("T")
 Parse = Callable[[Any, str], "T | Failed"]  # (httpx.Response with status 200, url) -> result
+
+
+class NoAnswer(Failed):
+    """The server gave no answer (connection failures, or its breaker is open): another server may."""
 
 
 class RetryingClient:
@@ -55,61 +59,33 @@ class RetryingClient:
         """``GET base_url/path`` without retries (raises httpx.HTTPError)."""
         return self.http.get(f"{self.base_url}/{path.lstrip('/')}", timeout=min(timeout, self.timeout))
 
-    def post_all(self, requests: Sequence["tuple[str, dict] | Failed"], parse: Parse) -> list[Any]:
-        """Each ``(url, body)`` POSTed with retries, at most ``concurrency`` at once; a Failed entry stays as it is."""
-        if not requests:
-            return []
-        if self._down >= BREAKER and not self._server_back():
-            return [self._unreachable() for _ in requests]
-        results: list[Any] = [r if isinstance(r, Failed) else None for r in requests]
-        todo = iter([(i, r) for i, r in enumerate(requests) if not isinstance(r, Failed)])
-        take, cancel, wake = threading.Lock(), threading.Event(), threading.Event()
+    @property
+    def down(self) -> bool:
+        """Whether the breaker is open (the server is gone)."""
+        return self._down >= BREAKER
 
-        def worker() -> None:
-            while not cancel.is_set():
-                with take:
-                    item = next(todo, None)
-                if item is None:
-                    return
-                i, (url, body) = item
-                try:
-                    results[i] = self._one(url, body, parse, cancel, wake)
-                except Exception as exc:  # a bug: this request fails, the others go on
-                    results[i] = Failed(self.scrub(f"{type(exc).__name__}: {exc}"))
+    def one(self, url: str, body: dict[str, Any], parse: Parse, cancel: threading.Event,
+            wake: threading.Event) -> Any:
+        """One request with retries: the parsed result, :class:`Failed` with the reason, or :class:`NoAnswer`.
 
-        n = min(self.concurrency, sum(1 for r in results if r is None))
-        threads = [threading.Thread(target=worker, daemon=True, name=f"http-{i}") for i in range(n)]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
-        except BaseException:
-            cancel.set()
-            wake.set()
-            raise
-        return [r if r is not None else Failed("no result") for r in results]
-
-    def _one(self, url: str, body: dict[str, Any], parse: Parse, cancel: threading.Event,
-             wake: threading.Event) -> Any:
-        """One request with retries: the parsed result, or :class:`Failed` with the reason."""
+        ``cancel`` stops it; ``wake`` cuts a backoff short (set when the breaker opens).
+        """
         import httpx
 
-        last = "not attempted"
+        last, no_answer = "not attempted", False
         for attempt in range(self.max_retries + 1):
             if self._down >= BREAKER:
-                return self._unreachable()
+                return self.unreachable()
             if cancel.is_set():
                 return Failed("cancelled")
-            delay = None
+            delay, no_answer = None, False
             try:
                 r = self.http.post(url, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                     httpx.WriteError) as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 self._connection_failed(why, wake)
-                last = f"connection error ({why})"
+                last, no_answer = f"connection error ({why})", True
             except httpx.TimeoutException as exc:
                 last = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
             except httpx.HTTPError as exc:  # e.g. a malformed URL: retrying will not help
@@ -127,7 +103,8 @@ class RetryingClient:
                 if delay is None:
                     delay = random.uniform(0.0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))  # full jitter
                 wake.wait(delay)
-        return Failed(self.scrub(f"{last} (gave up after {self.max_retries + 1} attempts)"))
+        kind = NoAnswer if no_answer else Failed
+        return kind(self.scrub(f"{last} (gave up after {self.max_retries + 1} attempts)"))
 
     def _connection_failed(self, why: str, wake: threading.Event) -> None:
         with self._lock:
@@ -136,18 +113,26 @@ class RetryingClient:
             if self._down >= BREAKER:
                 wake.set()  # requests sleeping before a retry give up now
 
-    def _unreachable(self) -> Failed:
-        return Failed(self.scrub(f"server unreachable: {self._down_why} ({self._down} connection failures in a row "
+    def unreachable(self) -> NoAnswer:
+        """The failure of a request this server cannot take: its breaker is open."""
+        return NoAnswer(self.scrub(f"server unreachable: {self._down_why} ({self._down} connection failures in a row "
                                  f"at {self.base_url}; restart it and re-run the same command to resume)"))
 
-    def _server_back(self) -> bool:
-        """After the breaker tripped: is the server back? One quick ``GET /models``."""
+    @property
+    def why_down(self) -> str:
+        """The last connection failure (``ConnectError: ...``)."""
+        return self.scrub(self._down_why)
+
+    def probe(self) -> bool:
+        """After the breaker opened: is the server back? One quick ``GET /models``; an answer closes the breaker."""
         import httpx
 
         try:
             self.get("models", timeout=5.0)
         except httpx.HTTPError as exc:
-            self._down_why = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self._down = max(self._down, BREAKER)
+                self._down_why = f"{type(exc).__name__}: {exc}"
             return False
         with self._lock:
             self._down = 0
