@@ -40,6 +40,12 @@ class Backend(ABC):
     #: requests per call when the run does not set ``batch_size``
     default_batch_size: ClassVar[int] = 32
 
+    @classmethod
+    def batch_order(cls, spec: ModelSpec) -> str:
+        """How the executor orders requests before cutting batches: ``length`` (longest first, for padded batches)
+        or ``prefix`` (requests sharing a prefix in one batch, for a backend that computes a shared prefix once)."""
+        return "length"
+
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         for kind in cls.capabilities:

@@ -127,23 +127,29 @@ PROBE_CONTS = [" A DOG RAN", " a", " 8", " eight", " no no no"]
 
 def test_loglikelihood_after_generate_reuses_the_prompt_prefill_and_agrees(tiny_model):
     """The probe's path: log-likelihoods of continuations of prompts just generated from continue from the kept
-    prefill (no second prefill), and agree with the full forward pass to float rounding."""
+    prefill (no second prefill), and agree with one full forward pass (``decode=generate``) to float rounding."""
     b = HFBackend(ModelSpec(name="tiny", model=str(tiny_model)))
+    ref = HFBackend(ModelSpec(name="tiny", model=str(tiny_model), options={"decode": "generate"}))
     try:
         reqs = [(p, c) for p in PROBE_PROMPTS for c in PROBE_CONTS]
-        full = b.loglikelihood(reqs)
-        assert b.prefix.hits == 0 and not b.prefix.items
+        full = ref.loglikelihood(reqs)
+        assert not ref.prefix.items  # the full forward pass keeps nothing
         b.generate(PROBE_PROMPTS, Sampling(max_new_tokens=4))
         assert len(b.prefix.items) == len(PROBE_PROMPTS)
+        computed = b.prefill_stats["computed_tokens"]
         reused = b.loglikelihood(reqs)
         assert b.prefix.hits == len(reqs) and b.prefix.misses == 0
+        assert b.prefill_stats["computed_tokens"] == computed  # nothing prefilled again
         assert [g for _, g in reused] == [g for _, g in full]
         assert max(abs(a - c) for (a, _), (c, _) in zip(full, reused)) < 1e-4
-        # a request whose context was not generated from takes the full path in the same call
-        mixed = b.loglikelihood([("Some other context", " x"), reqs[0]])
-        assert b.prefix.misses == 1 and abs(mixed[1][0] - full[0][0]) < 1e-4
+        # a context not generated from is prefilled (once for its continuations) in the same call, and agrees too
+        other = [("Some other context", " x"), ("Some other context", " y z"), reqs[0]]
+        mixed = b.loglikelihood(other)
+        assert b.prefix.misses == 2 and b.prefill_stats["computed_tokens"] == computed + len(b.encode(other[0][0])) - 1
+        assert max(abs(a - c) for (a, _), (c, _) in zip(ref.loglikelihood(other), mixed)) < 1e-4
     finally:
         b.close()
+        ref.close()
 
 
 def test_prefix_cache_budget_evicts_oldest_and_zero_turns_it_off(tiny_model):

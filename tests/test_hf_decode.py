@@ -120,3 +120,25 @@ def test_shared_prompt_prefixes_are_prefilled_once_and_agree_with_separate_prefi
     assert fast.generate(prompts, s) == slow.generate(prompts, s)
     counts = fast.describe()["prefill_tokens"]
     assert counts == {"prompt": stats["prompt_tokens"], "computed": stats["computed_tokens"]}
+
+
+def test_the_executor_batches_hf_requests_by_shared_prefix(tiny_model, tmp_path):
+    """For the greedy decoder, prompts sharing a prefix go in one batch (it prefills the prefix once): with batches
+    of 2, the two prompts of each instruction pair up, whatever their lengths."""
+    from harness.pipeline.cache import GenerationCache
+    from harness.pipeline.execute import GENERATE, Executor, Generate
+
+    spec = ModelSpec(name="m", model=str(tiny_model))
+    assert HFBackend.batch_order(spec) == "prefix"
+    assert HFBackend.batch_order(ModelSpec(name="m", model="x", options={"decode": "generate"})) == "length"
+    s = Sampling(max_new_tokens=2)
+    reqs = [Generate(p, s) for p in ("Translate: a very long sentence about many things", "Summarise: hi",
+                                     "Translate: short", "Summarise: another much longer text to summarise")]
+    ex = Executor(GenerationCache(tmp_path / "g.sqlite", [GENERATE.table]), {"m": 1}, 2)
+    ex.order = "prefix"
+    job = ex.lookup(GENERATE, reqs)
+    batches = [sorted(job.uniq[k].prompt.split(":")[0] for k in b) for b in ex.batches(job)]
+    assert batches == [["Summarise", "Summarise"], ["Translate", "Translate"]]
+    ex.order = "length"
+    assert [sorted(job.uniq[k].prompt.split(":")[0] for k in b) for b in ex.batches(job)] == [
+        ["Summarise", "Translate"], ["Summarise", "Translate"]]

@@ -6,8 +6,9 @@
   prefills, one large decode batch, in-place key/value buffers); sampled
   generation, and ``decode=generate``, through ``transformers``' batched
   ``generate`` with left padding. Stop strings, dtype and thread count.
-* ``loglikelihood`` of continuations, computing the LM head only at the
-  continuation positions (Gemma's vocabulary has 262k entries).
+* ``loglikelihood`` of continuations after each context's prefill (kept from
+  generation, or made as generation makes them), computing the LM head only
+  at the continuation positions (Gemma's vocabulary has 262k entries).
 """
 from __future__ import annotations
 
@@ -76,11 +77,17 @@ class HFBackend(Backend):
 
     #: ``prefix_cache_mb``: memory for prompt prefills kept for the log-likelihoods that follow (0: off);
     #: it changes speed, and outputs only by float rounding, so results are cached alike.
-    #: ``decode``: ``fast`` (default; greedy requests go through :mod:`harness.backends.hf_decode`) or
-    #: ``generate`` (always ``transformers``' ``generate``); the same arithmetic in another batch layout, so
-    #: outputs agree up to float rounding (bench/suite.py counts them) and results are cached alike
+    #: ``decode``: ``fast`` (default: greedy generation and log-likelihood contexts go through
+    #: :mod:`harness.backends.hf_decode`) or ``generate`` (transformers' ``generate``, and one padded forward pass
+    #: per log-likelihood batch: the path before it); the same arithmetic in another batch layout, so outputs agree
+    #: up to float rounding (bench/suite.py counts them) and results are cached alike
     runtime_options = frozenset({"prefix_cache_mb", "decode"})
     default_batch_size = 128  # prompts per call: the decode batch (the LM head runs far better on 128 rows than 32)
+
+    @classmethod
+    def batch_order(cls, spec: ModelSpec) -> str:
+        """The greedy decoder prefills a prefix shared by prompts of one call once: batch them by text."""
+        return "prefix" if spec.options.get("decode", "fast") == "fast" else "length"
 
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
@@ -183,21 +190,33 @@ class HFBackend(Backend):
         return [truncate_at_stop(t, stops) for t in self.tok.batch_decode(out, skip_special_tokens=True)]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-        """Per batch: requests whose context was just generated from continue from its kept prefill
-        (:mod:`harness.backends.prefix`); the rest share one right-padded forward pass, as lm-eval's hf model.
-        The LM head runs only where a continuation token is predicted."""
+        """Each context's prefill, then its last token and the continuation after it; the LM head runs only where a
+        continuation token is predicted. A context just generated from has its prefill kept
+        (:mod:`harness.backends.prefix`); the others are prefilled as generation prefills prompts (packed, shared
+        prefixes once: :func:`harness.backends.hf_decode.prefill`). With ``decode=generate``, and for contexts
+        past a sliding window, one right-padded forward pass over context and continuation, as lm-eval's hf model."""
         if not requests:
             return []
         pairs = [self._split(c, t) for c, t in requests]
         found = [self.prefix.get(ctx) if self.prefix.items else None for ctx, _ in pairs]
+        limit = hf_decode.window_limit(self.model)
+        fresh = [i for i, f in enumerate(found) if f is None and self.decode_mode == "fast"
+                 and (limit is None or len(pairs[i][0]) + len(pairs[i][1]) <= limit)]
+        if fresh:
+            made = hf_decode.prefill(self.model, [pairs[i][0] for i in fresh], self.prefix, self.pad_id, self.prefill_stats)
+            for i, p in zip(fresh, made):
+                found[i] = p
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         miss = [i for i, f in enumerate(found) if f is None]
-        hit = [i for i, f in enumerate(found) if f is not None]
         if miss:
             for i, r in zip(miss, self._ll_full([pairs[i] for i in miss])):
                 results[i] = r
-        if hit:
-            for i, r in zip(hit, self._ll_prefixed([pairs[i] for i in hit], [found[i] for i in hit])):
+        hit = [i for i, f in enumerate(found) if f is not None]
+        per_token = hf_decode.kv_bytes_per_token(self.model)
+        for group in hf_decode.groups([found[i].length for i in hit], max(len(pairs[i][1]) for i in hit) if hit else 0,
+                                      per_token):
+            rows = [hit[g] for g in group]
+            for i, r in zip(rows, self._ll_prefixed([pairs[i] for i in rows], [found[i] for i in rows])):
                 results[i] = r
         return results  # type: ignore[return-value]
 

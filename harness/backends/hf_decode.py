@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from harness.backends.prefix import Prefill, PrefixStore, assemble_cache, continue_batch
 
 PREFILL_TOKENS = 4096  # padded tokens per prefill forward pass
-MIN_STEM = 16  # a prefix shared by several prompts is computed once from this many tokens on
+MIN_STEM = 8  # a prefix shared by several prompts is computed once from this many tokens on
 DECODE_KV_MB = 1024  # keys and values of one decode group
 
 # generation-config fields whose non-default values change greedy decoding beyond argmax
@@ -74,14 +74,15 @@ def prefill(model: Any, seqs: Sequence[Sequence[int]], store: PrefixStore, pad_i
     ``stats``: adds ``prompt_tokens`` (tokens prefilled) and ``computed_tokens`` (of those, computed here).
     """
     stats = {} if stats is None else stats
-    out: list[Prefill | None] = [store.items.get(tuple(s)) for s in seqs]
-    todo = [i for i, p in enumerate(out) if p is None]
-    stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + sum(len(seqs[i]) - 1 for i in todo)
-    for i, kv in zip(todo, keys_values(model, [tuple(seqs[i][:-1]) for i in todo], pad_id, stats)):
-        out[i] = kv
+    unique = list(dict.fromkeys(tuple(s) for s in seqs))
+    kept = {s: store.items.get(s) for s in unique}
+    todo = [s for s in unique if kept[s] is None]
+    stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + sum(len(s) - 1 for s in todo)
+    for s, kv in zip(todo, keys_values(model, [s[:-1] for s in todo], pad_id, stats)):
+        kept[s] = kv
         if kv.length:
-            store.put(seqs[i], kv)
-    return out  # type: ignore[return-value]
+            store.put(s, kv)
+    return [kept[tuple(s)] for s in seqs]  # type: ignore[misc]
 
 
 def shared_lengths(lists: Sequence[tuple[int, ...]]) -> list[int]:

@@ -19,6 +19,7 @@ def standalone_service(model: dict[str, Any], cache: str | None = None, batch_si
     mkey = model_key(spec)
     store = GenerationCache(cache or cache_root() / "generations.sqlite", [k.table for k in KINDS.values()])
     ex = Executor(store, mkey, batch_size or backend_class(spec).default_batch_size, progress)
+    ex.order = backend_class(spec).batch_order(spec)
     opened: dict[str, Any] = {}
 
     def opener():

@@ -66,6 +66,10 @@ class RequestKind(ABC):
     def length(self, request: Any) -> int:
         """Batches are filled longest first (similar lengths pad less)."""
 
+    def text(self, request: Any) -> str:
+        """What ``order="prefix"`` sorts by: requests sharing a prefix of it land in one batch."""
+        return str(request)
+
     def shared(self, request: Any) -> str | None:
         """Requests with the same value share one sequence of a batch (log-likelihoods: the context); None: none.
 
@@ -110,6 +114,9 @@ class GenerateKind(RequestKind):
     def length(self, request: Generate) -> int:
         return len(request.prompt)
 
+    def text(self, request: Generate) -> str:
+        return request.prompt
+
     def call(self, backend: Backend, requests: Sequence[Generate]) -> list[str | Failed]:
         return backend.generate([r.prompt for r in requests], requests[0].sampling)
 
@@ -140,6 +147,9 @@ class LoglikelihoodKind(RequestKind):
 
     def length(self, request: Loglikelihood) -> int:
         return len(request.context)
+
+    def text(self, request: Loglikelihood) -> str:
+        return request.context + "\0" + request.continuation
 
     def shared(self, request: Loglikelihood) -> str:
         return request.context
@@ -221,6 +231,11 @@ class Outcome:
 class Executor:
     """Runs one model's requests through the cache and, for what is missing, the backend."""
 
+    #: how a group's requests are ordered before they are cut into batches: ``length`` (longest first: padded
+    #: batches pad less) or ``prefix`` (by text: requests sharing a prefix share a batch, for a backend that
+    #: prefills a shared prefix once; see :meth:`Backend.batch_order`)
+    order = "length"
+
     def __init__(self, cache: GenerationCache, mkey: dict[str, Any], batch_size: int, progress: bool = False) -> None:
         self.cache, self.mkey, self.batch_size, self.progress = cache, mkey, batch_size, progress
         self.mjson = json.dumps(mkey, sort_keys=True)
@@ -261,12 +276,15 @@ class Executor:
         return out
 
     def batches(self, job: Job) -> Iterator[list[str]]:
-        """Missing keys in batches: per group, longest first, cut over *all* unique requests (resumes batch alike)."""
+        """Missing keys in batches: per group, in :attr:`order`, cut over *all* unique requests (resumes batch alike)."""
         kind, groups = job.kind, {}
         for k, r in job.uniq.items():
             groups.setdefault(kind.group(r), []).append(k)
         for keys in groups.values():
-            keys.sort(key=lambda k: (-kind.length(job.uniq[k]), kind.shared(job.uniq[k]) or "", k))
+            if self.order == "prefix":
+                keys.sort(key=lambda k: (kind.text(job.uniq[k]), k))
+            else:
+                keys.sort(key=lambda k: (-kind.length(job.uniq[k]), kind.shared(job.uniq[k]) or "", k))
             for cut in self._cut(kind, job, keys):
                 batch = [k for k in cut if k not in job.hits]
                 if batch:
@@ -295,8 +313,12 @@ class Executor:
         return [k for k in batch if k not in fresh]
 
     def _run_batch(self, backend: Backend, job: Job, batch: list[str], out: Outcome) -> None:
+        self._commit(job, batch, ask(job.kind, backend, [job.uniq[k] for k in batch]), out)
+
+    def _commit(self, job: Job, batch: list[str], results: list[Any], out: Outcome) -> None:
+        """One batch's results into ``out``; the successes committed to the cache (failures are never cached)."""
         kind, rows = job.kind, []
-        for k, r in zip(batch, ask(kind, backend, [job.uniq[k] for k in batch])):
+        for k, r in zip(batch, results):
             if isinstance(r, Failed):
                 out.errors[k] = r.reason
             else:
