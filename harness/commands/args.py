@@ -81,3 +81,48 @@ def task_options(items: list[str]) -> dict[str, dict]:
             raise ConjugateError(f"--task-option {item!r}: write TASK.KEY=VALUE, e.g. --task-option icl_vs_if.sentences=FILE")
         out.setdefault(task, {})[opt] = parse_value(value.strip())
     return out
+
+
+def add_executor_arguments(r: argparse.ArgumentParser) -> None:
+    """``--executor`` and the ``--ray-*`` placement flags (``conjugate run``; README: Scaling out)."""
+    g = r.add_argument_group("scaling out", "where uncached batches run; the run folder and the generation cache "
+                             "are always written by this process (README: Scaling out)")
+    g.add_argument("--executor", choices=["local", "ray"],
+                   help="local: every backend in this process (default); ray: batches sharded over Ray actors, each "
+                   "holding one backend (pip install 'conjugate-harness[ray]'). YAML: executor")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster: auto (the one `ray start` runs on this machine), HOST:PORT of its head, or "
+                   "ray://HOST:PORT; unset: Ray started on this machine for the run. Implies --executor ray")
+    g.add_argument("--ray-actors", type=positive_int, metavar="N",
+                   help="actors per model (default: one per GPU set on a cluster with GPUs, one per node on a "
+                   "CPU-only one); a lost actor's batches go to the others and to a replacement. "
+                   "Implies --executor ray")
+    g.add_argument("--ray-gpus-per-actor", type=_non_negative, metavar="G",
+                   help="GPUs each actor reserves (default 1 when the cluster has GPUs, else 0; each actor reserves "
+                   "--threads CPUs, default 1). Implies --executor ray")
+
+
+def with_executor(spec, a: argparse.Namespace):
+    """``spec`` with ``--executor`` / ``--ray-*`` on top (the ``ray`` flags merged into the config's mapping)."""
+    import dataclasses
+
+    flags = {k: v for k, v in (("address", a.ray_address), ("actors", a.ray_actors),
+                               ("gpus_per_actor", a.ray_gpus_per_actor)) if v is not None}
+    if flags and a.executor == "local":
+        raise ConjugateError(f"--ray-{next(iter(flags)).replace('_', '-')} places Ray actors, but --executor is "
+                             f"local; use --executor ray (or drop the --ray-* flags)")
+    executor = a.executor or ("ray" if flags else None)
+    if executor is None:
+        return spec
+    ray = {**spec.ray, **flags} if executor == "ray" else {}
+    return dataclasses.replace(spec, executor=executor, ray=ray)
+
+
+def _non_negative(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {s!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {s!r}")
+    return v

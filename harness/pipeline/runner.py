@@ -88,6 +88,8 @@ def run(spec: RunSpec, progress: bool = True, backend_factory: Callable[[ModelSp
     run_dir = run_folder(spec.out, spec.resolved_run_id())  # a plain name under --out, whatever the tasks are called
     # checks the models exist before translating; an injected backend caches apart from the registry's
     keys = {role: model_key(getattr(spec, role), backend_factory) for role in ROLES}
+    if spec.executor == "ray":
+        ray_exec().check_installed()  # a one-line error naming the fix before anything is planned
     p = plan(spec, make_context(spec, progress))
     judges = judging.prepare(p)  # a task's judge model (refusal.judge) is checked before anything is generated
     if log:
@@ -110,7 +112,7 @@ def execute_plan(p: Plan, keys: dict[str, dict], factory: Callable[[ModelSpec], 
             log: Log | None, probe: bool) -> dict[str, Any]:
     """Every model's requests through the cache and, for what is missing, its backend; returns the manifest's counts."""
     cache = GenerationCache(p.spec.cache or cache_root() / "generations.sqlite", [k.table for k in KINDS.values()])
-    pool = BackendPool(p.spec, factory)
+    pool = BackendPool(p.spec, factory) if p.spec.executor == "local" else ray_exec().RayPool(p.spec, factory)
     try:
         req = requests(p, probe)
         work = [model_work(role, p, keys[role], cache, req, progress) for role in ROLES]
@@ -143,7 +145,9 @@ def requests(p: Plan, probe: bool) -> Requests:
 
 def model_work(role: str, p: Plan, mkey: dict, cache: GenerationCache, req: Requests, progress: bool) -> ModelWork:
     ms: ModelSpec = getattr(p.spec, role)
-    ex = Executor(cache, mkey, p.spec.batch_size or backend_class(ms).default_batch_size, progress)
+    cls = Executor if p.spec.executor == "local" else ray_exec().RayExecutor
+    ex = cls(cache, mkey, p.spec.batch_size or backend_class(ms).default_batch_size, progress)
+    ex.order = backend_class(ms).batch_order(ms)
     mine = [s for s in p.samples if s.model == role]
     gen = [s for s in mine if s.error is None and p.tasks[s.task].output_type == "generate"]
     chosen, choice_reqs = choice.requests(mine, req.choice_conts)
@@ -179,6 +183,13 @@ def run_model(w: ModelWork, p: Plan, pool: BackendPool, req: Requests, log: Log 
     if log and counts.get("computed"):
         log(f"probe {role}: {counts['computed']} log-likelihoods computed, {counts['cached']} from cache "
             f"({counts['seconds']} s)")
+
+
+def ray_exec():
+    """:mod:`harness.pipeline.ray_exec` (``--executor ray``), imported only when a run uses it."""
+    from harness.pipeline import ray_exec as module
+
+    return module
 
 
 def has_lmeval(p: Plan) -> bool:

@@ -26,7 +26,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
     spec hash that ``conjugate check`` records from a manifest's spec; fields a spec dict lacks count as unset.
     """
     d = dict(spec)
-    for k in ("out", "run_id", "batch_size", "threads", "cache", "probe", "fail_on_errors"):
+    for k in ("out", "run_id", "batch_size", "threads", "cache", "probe", "fail_on_errors", "executor", "ray"):
         d.pop(k, None)
     d["mt"] = {k: v for k, v in (d.get("mt") or {}).items() if k in ("provider", "options")}  # not timeouts or the cache
     for k in ("translations", "mt", "task_options", "lmeval_include"):  # keep run ids of specs without them unchanged
@@ -79,6 +79,8 @@ class RunSpec:
     lmeval_include: list[str] = field(default_factory=list)  # folders of lm-eval task YAMLs (lmeval:<task> tasks)
     probe: bool = True  # the task-inference probe (--no-probe: false); not part of the run id
     fail_on_errors: float | None = None  # --fail-on-errors: exit 1 when a larger share of samples are errors
+    executor: str = "local"  # where batches run: local (this process) or ray (Ray actors); not part of the run id
+    ray: dict[str, Any] = field(default_factory=dict)  # executor ray: address, actors, gpus_per_actor, ... (ray_options)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -109,6 +111,9 @@ class RunSpec:
             if not ok or isinstance(v, bool):
                 raise ConfigError(f"sampling.{k}: expected {want.__name__}, got {v!r}")
         _check_sampling_values(self.sampling)
+        from harness.pipeline.ray_options import check_executor
+
+        check_executor(self.executor, self.ray)
         from harness.pipeline.context import check_mt
 
         if not isinstance(self.mt, dict):
