@@ -187,7 +187,7 @@ def test_no_command_prints_help_and_exits_2(cli):
 
 # -- the command modules --------------------------------------------------------------------------
 
-COMMANDS = ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting", "setup"]
+COMMANDS = ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting", "sweep", "setup"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -171,7 +171,8 @@ def test_every_command_module_has_the_same_shape():
     from harness.commands import MODULES
 
     names = [m.NAME for m in MODULES]
-    assert names == ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting", "setup"]
+    assert names == ["run", "report", "finetune", "list", "translate", "compare", "check", "forgetting", "sweep",
+                     "setup"]
     for m in MODULES:
         assert callable(m.add_parser) and callable(m.run), m.__name__
     sub = next(a for a in build_parser()._actions if a.dest == "command")

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 # Importing a submodule binds it in this namespace (`list`, `run` shadow the builtins here; nothing
 # below uses them).
-from harness.commands import check, compare, finetune, forgetting, report, setup, translate
+from harness.commands import check, compare, finetune, forgetting, report, setup, sweep, translate
 from harness.commands import list as list_command
 from harness.commands import run as run_command
 
 #: the command modules, in the order ``conjugate --help`` lists them
-MODULES = (run_command, report, finetune, list_command, translate, compare, check, forgetting, setup)
+MODULES = (run_command, report, finetune, list_command, translate, compare, check, forgetting, sweep, setup)
 
 __all__ = ["MODULES"]

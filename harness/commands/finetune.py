@@ -9,7 +9,7 @@ NAME = "finetune"
 
 #: FinetuneConfig fields that have a flag of the same name
 FIELDS = ("base", "data", "n_examples", "rank", "alpha", "target_modules", "steps", "lr", "batch_size", "max_len",
-          "seed", "threads", "out", "save_every")
+          "seed", "threads", "out", "save_every", "method", "regularize", "reg_lambda", "importance_data")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,6 +40,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ft.add_argument("--out", metavar="DIR", help="output folder (default results/finetune); re-running into the same "
                     "folder resumes from its last checkpoint")
     ft.add_argument("--save-every", type=int, metavar="N", help="steps between resumable checkpoints (default 25)")
+    ft.add_argument("--method", choices=("lora", "full"), help="lora (default) or full: every weight (small models)")
+    ft.add_argument("--regularize", choices=("none", "elementwise", "layerwise", "both"),
+                    help="keep weights important for general text near their pretrained values (Song et al. 2025): "
+                    "elementwise importance x squared change, fixed lambda; layerwise: per-layer coefficients "
+                    "balancing the penalty's gradient against the task's; both (default none)")
+    ft.add_argument("--reg-lambda", type=float, metavar="X", help="penalty strength: elementwise the fixed "
+                    "coefficient (default 0.01), layerwise/both the penalty/task gradient-norm ratio per layer "
+                    "(default 0.5)")
+    ft.add_argument("--importance-data", metavar="FILE", help="UTF-8 general text for the element-wise importance "
+                    "(default: the shipped reference text); computed once per model and text, then cached")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ft
 
