@@ -1,6 +1,6 @@
 """The inference path against its goals (issue 14), side by side in one run.
 
-Usage: ``python bench/suite.py [--limit 20] [--repeats 3] [--skip-e2e] [--skip-lmeval] [--ll-requests 160]``
+Usage: ``python bench/suite.py [--limit 20] [--repeats 3] [--sides before,after] [--skip-e2e] [--skip-lmeval] [--ll-requests 160]``
 
 Prints, for the machine it runs on:
 
@@ -12,6 +12,8 @@ Prints, for the machine it runs on:
    of 32, the probe prefills every prompt again) and *after* (defaults: the
    greedy decoder of harness/backends/hf_decode.py, shared prefixes prefilled
    once, batches of 128, the probe continuing from the kept prefills).
+   ``--sides after,bf16`` compares the default with ``--dtype bfloat16`` (fast where
+   the CPU has AMX/avx512_bf16; outputs differ, so it is not the default).
    Median wall time of ``--repeats``, the manifest's generation and probe
    seconds per model (model load excluded), the probe's share of generation
    time, and agreement: responses identical (count of samples) and the largest
@@ -72,10 +74,16 @@ def probe_values(run: Path) -> dict[tuple, float]:
     return out
 
 
-def end_to_end(limit: int, repeats: int, work: Path) -> dict:
-    sides = {"before (generate, batch 32, no prefill reuse)": ["--batch-size", "32", "--backend-option", "decode=generate",
-                                                              "--backend-option", "prefix_cache_mb=0"],
-             "after (default)": []}
+SIDES = {
+    "before": ("before (generate, batch 32, no prefill reuse)",
+               ["--batch-size", "32", "--backend-option", "decode=generate", "--backend-option", "prefix_cache_mb=0"]),
+    "after": ("after (default, fp32)", []),
+    "bf16": ("after, --dtype bfloat16", ["--dtype", "bfloat16"]),
+}
+
+
+def end_to_end(limit: int, repeats: int, work: Path, keys: list[str]) -> dict:
+    sides = {SIDES[k][0]: SIDES[k][1] for k in keys}
     times: dict[str, list[float]] = {k: [] for k in sides}
     manifests: dict[str, dict] = {}
     views: dict[str, list] = {}
@@ -83,7 +91,7 @@ def end_to_end(limit: int, repeats: int, work: Path) -> dict:
     for r in range(repeats):
         order = list(sides) if r % 2 == 0 else list(sides)[::-1]
         for name in order:
-            d = work / f"e2e-{r}-{name.split()[0]}"
+            d = work / f"e2e-{r}-{keys[list(sides).index(name)]}"
             t = conjugate(["--limit", str(limit), *sides[name]], d / "gen.sqlite", d / "results")
             times[name].append(t)
             run = d / "results" / "bench"
@@ -100,15 +108,18 @@ def end_to_end(limit: int, repeats: int, work: Path) -> dict:
         share = sum(pr) / sum(gen) if sum(gen) else float("nan")
         print(f"| {name} | {statistics.median(times[name]):.1f} | {', '.join(f'{t:.0f}' for t in times[name])} | "
               f"{gen[0]:.1f} / {gen[1]:.1f} | {pr[0]:.1f} / {pr[1]:.1f} | {share:.1%} |")
-    a, b = list(sides)
-    same = sum(x == y for x, y in zip(views[a], views[b]))
-    common = set(probes[a]) & set(probes[b])
-    diff = max((abs(probes[a][k] - probes[b][k]) for k in common), default=float("nan"))
-    print(f"\nafter / before wall time: {statistics.median(times[b]) / statistics.median(times[a]):.3f}; "
-          f"samples with identical response and outcome: {same} of {len(views[a])}; probe log-likelihoods: {len(common)} compared, "
-          f"max |difference| {diff:.2e} nats")
-    print("backends:", json.dumps(manifests[b].get("backends", {})))
-    return {"manifest": manifests[b], "times": times}
+    first, *rest = list(sides)
+    for b in rest:  # each side against the first one listed
+        same = sum(x == y for x, y in zip(views[first], views[b]))
+        common = set(probes[first]) & set(probes[b])
+        diff = max((abs(probes[first][k] - probes[b][k]) for k in common), default=float("nan"))
+        print(f"\n{b} / {first}: wall time {statistics.median(times[b]) / statistics.median(times[first]):.3f}; "
+              f"samples with identical response and outcome: {same} of {len(views[first])}; probe log-likelihoods: "
+              f"{len(common)} compared, max |difference| {diff:.2e} nats")
+    last = list(sides)[-1]
+    print("backends:", json.dumps(manifests[last].get("backends", {})))
+    main_side = SIDES["after"][0] if SIDES["after"][0] in manifests else last
+    return {"manifest": manifests[main_side], "times": times}
 
 
 def ll_requests(limit: int, n: int) -> list[tuple[str, str]]:
@@ -253,15 +264,20 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--sides", default="before,after", help="end-to-end sides, compared with the first: "
+                    "before, after, bf16 (default before,after)")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-lmeval", action="store_true")
     args = ap.parse_args()
+    keys = [k.strip() for k in args.sides.split(",") if k.strip()]
+    if not keys or any(k not in SIDES for k in keys):
+        ap.error(f"--sides: give some of {', '.join(SIDES)} (comma-separated), got {args.sides!r}")
     print(f"machine: {os.cpu_count()} CPUs; {open('/proc/cpuinfo').read().count('avx512_bf16') and 'avx512_bf16' or 'no avx512_bf16'}")
     local_folder(DEFAULT_PRETRAINED)  # the dequantised GGUF folders: made once per machine, not per run
     manifest = None
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_e2e:
-            manifest = end_to_end(args.limit, args.repeats, Path(tmp))["manifest"]
+            manifest = end_to_end(args.limit, args.repeats, Path(tmp), keys)["manifest"]
     if not args.skip_lmeval:
         loglikelihood_throughput(args.limit, args.ll_requests, args.batch_size)
     physical_limit(manifest, args.limit)
