@@ -25,6 +25,26 @@ def positive_int(s: str) -> int:
     return v
 
 
+def int_list(minimum: int, example: str):
+    """An argparse type: comma-separated whole numbers, each >= ``minimum`` (``example`` in the error)."""
+
+    def parse(s: str) -> list[int]:
+        out = []
+        for x in csv(s):
+            try:
+                v = int(x)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected whole numbers, got {x!r}") from None
+            if v < minimum:
+                raise argparse.ArgumentTypeError(f"expected whole numbers >= {minimum}, got {v}")
+            out.append(v)
+        if not out:
+            raise argparse.ArgumentTypeError(f"give comma-separated whole numbers, e.g. {example}")
+        return out
+
+    return parse
+
+
 def parse_value(v: str):
     """An option value from the command line: int, float, true/false, or the string."""
     for conv in (int, float):

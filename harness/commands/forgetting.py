@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.commands.args import csv, log, positive_int
+from harness.commands.args import csv, int_list, log, positive_int
 from harness.errors import ConfigError
 from harness.training.forgetting.scorer import DEFAULT_BATCH_SIZE
 from harness.training.forgetting.text import DEFAULT_MAX_TOKENS
@@ -36,21 +36,6 @@ against the pretrained model's next-token distribution; CE = H + KL, H the pretr
 """
 
 
-def _steps(s: str) -> list[int]:
-    out = []
-    for x in csv(s):
-        try:
-            v = int(x)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"steps must be whole numbers, got {x!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"steps must be >= 0, got {v}")
-        out.append(v)
-    if not out:
-        raise argparse.ArgumentTypeError("give comma-separated step counts, e.g. 100,200,400")
-    return out
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The `forgetting` sub-command (imports nothing heavy)."""
     p = subparsers.add_parser(
@@ -65,7 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--finetuned", metavar="MODEL", action="append",
                    help="fine-tuned model, same forms, BASE+ADAPTER for a LoRA adapter; repeat for several checkpoints "
                    "(default: pkg:gemma3-270m+pkg:gemma3-270m-assistant-en)")
-    p.add_argument("--steps", type=_steps, metavar="N,N,...",
+    p.add_argument("--steps", type=int_list(0, "100,200,400"), metavar="N,N,...",
                    help="fine-tuning steps of each --finetuned, in order, for the power-law fit (so at least 3 "
                    "different ones; default: from each adapter folder's recipe.json or trainer_state.json, and the "
                    "fit runs when 3 or more are known)")

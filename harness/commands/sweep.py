@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands.args import csv, log, positive_int
+from harness.commands.args import csv, int_list, log, positive_int
 
 NAME = "sweep"
 
@@ -24,21 +24,6 @@ regularised-vs-plain comparison.
 """
 
 
-def _ints(s: str) -> list[int]:
-    out = []
-    for x in csv(s):
-        try:
-            v = int(x)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected whole numbers, got {x!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {v}")
-        out.append(v)
-    if not out:
-        raise argparse.ArgumentTypeError("give comma-separated whole numbers, e.g. 1,4,16")
-    return out
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         NAME, help="forgetting over LoRA rank x steps (x regularisation): fine-tune, measure, fit (resumable)",
@@ -46,14 +31,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "each snapshot measured for held-out loss, forgetting CE and icl_vs_if; the shifted power law in "
         "parameters and steps, the linear relation to the fine-tuning loss, and regularised vs plain.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ranks", type=_ints, metavar="R,R", help="LoRA ranks (default 1,4,16); alpha = 2 * rank")
-    p.add_argument("--steps", type=_ints, metavar="N,N", help="checkpoint steps; each run trains max(steps) "
+    p.add_argument("--ranks", type=int_list(1, "1,4,16"), metavar="R,R", help="LoRA ranks (default 1,4,16); alpha = 2 * rank")
+    p.add_argument("--steps", type=int_list(1, "1,4,16"), metavar="N,N", help="checkpoint steps; each run trains max(steps) "
                    "(default 25,50,100,200,400)")
     p.add_argument("--regularize", type=csv, metavar="MODE,MODE", help="regularisation modes, an axis of the grid: "
                    "none, elementwise, layerwise, both (default none)")
     p.add_argument("--reg-lambda", type=float, metavar="X", help="strength for the regularised runs "
                    "(default: each mode's, see `conjugate finetune --help`)")
-    p.add_argument("--reg-ranks", type=_ints, metavar="R,R", help="ranks that get the regularised runs (default: all)")
+    p.add_argument("--reg-ranks", type=int_list(1, "1,4,16"), metavar="R,R", help="ranks that get the regularised runs (default: all)")
     p.add_argument("--base", metavar="MODEL", help="base model (default pkg:gemma3-270m)")
     p.add_argument("--data", metavar="FILE|NAME", help="training data (default assistant-en)")
     p.add_argument("--heldout-data", metavar="FILE", help="held-out JSONL for the fine-tuning loss (default: "
