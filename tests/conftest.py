@@ -18,6 +18,22 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def soft_tiny(tiny_model, tmp_path_factory) -> Path:
+    """The tiny Llama with embeddings x0.25: next-token entropy about 4 nats (the original is ~0), so the
+    forgetting cross-entropy moves with training."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("soft-tiny")
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(0.25)
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def gen_cache(tmp_path) -> Path:
     return tmp_path / "generations.sqlite"

@@ -40,21 +40,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def soft_tiny(tiny_model, tmp_path_factory):
-    """The tiny Llama with embeddings x0.25: next-token entropy about 4 nats (the original is ~0)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("soft-tiny")
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(0.25)
-    model.save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(folder)
-    return folder
-
-
 def make_adapter(base, folder, scale: float = 1.0, seed: int = 1):
     """A LoRA adapter with random non-zero A and B (B scaled by ``scale``), saved to ``folder``."""
     import torch

@@ -24,21 +24,6 @@ def data_files(tmp_path_factory):
     return write("train.jsonl", 120), write("heldout.jsonl", 16)
 
 
-@pytest.fixture(scope="module")
-def soft_model(tiny_model, tmp_path_factory):
-    """The tiny Llama with its embeddings scaled by 0.25: next-token entropy ~4 nats, so CE moves with training."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("soft")
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(0.25)
-    model.save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(folder)
-    return folder
-
-
 TEXT = ("The river runs past the old mill and into the lake, where the fishermen wait.\n\n"
         "A farmer sells apples, pears and bread at the market on Saturday morning.\n\n"
         "The children read a story about a cat who climbs the tallest tree in the park.\n\n"
@@ -55,7 +40,7 @@ def _args(model, data_files, out, cache):
             "identity,leetspeak", "--text", str(text), "--out", str(out), "--cache", str(cache)]
 
 
-def test_sweep_measures_fits_and_resumes_after_a_kill(soft_model, data_files, tmp_path, monkeypatch):
+def test_sweep_measures_fits_and_resumes_after_a_kill(soft_tiny, data_files, tmp_path, monkeypatch):
     """Interrupt the sweep at its 5th checkpoint; the re-run keeps the 4 finished ones and the finished
     trainings, measures the rest, and a third run measures nothing. Ranks 1, 2, 3 plain, rank 2 also
     regularised (`both`), refusal measured at rank 2."""
@@ -74,7 +59,7 @@ def test_sweep_measures_fits_and_resumes_after_a_kill(soft_model, data_files, tm
         return real(self, spec, name, refusal)
 
     monkeypatch.setattr(sweep_eval.Evaluator, "point", dying)
-    assert main(_args(soft_model, data_files, out, cache)) == 130
+    assert main(_args(soft_tiny, data_files, out, cache)) == 130
     done = sorted((out / "points").glob("r*.json"))
     assert len(done) == 4 and not (out / "sweep.json").exists()
     before = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in done}
@@ -83,7 +68,7 @@ def test_sweep_measures_fits_and_resumes_after_a_kill(soft_model, data_files, tm
 
     calls.clear()
     monkeypatch.setattr(sweep_eval.Evaluator, "point", lambda self, spec, name, r=False: calls.append(name) or real(self, spec, name, r))
-    assert main(_args(soft_model, data_files, out, cache)) == 0
+    assert main(_args(soft_tiny, data_files, out, cache)) == 0
     assert calls == ["r3-none-T4-s2", "r3-none-T4-s4", "r2-both-T4-s2", "r2-both-T4-s4"]  # only the unfinished ones
     for p in done:
         assert (p.stat().st_mtime_ns, p.read_text()) == before[p.name]
@@ -115,7 +100,7 @@ def test_sweep_measures_fits_and_resumes_after_a_kill(soft_model, data_files, tm
         assert (out / name).stat().st_size > 0
 
     calls.clear()
-    assert main(_args(soft_model, data_files, out, cache)) == 0 and calls == []  # everything done: nothing measured
+    assert main(_args(soft_tiny, data_files, out, cache)) == 0 and calls == []  # everything done: nothing measured
 
 
 def test_fit_recovers_known_exponents():
