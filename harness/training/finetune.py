@@ -323,10 +323,9 @@ def _steps(tr: _Training, start: int, progress: bool) -> None:
 
 def _save_weights(tr: _Training, folder: Path) -> Path:
     """The adapter (LoRA) or the whole model with its tokenizer (full) in ``folder``; the weights file."""
-    if tr.cfg.method == "lora":
-        tr.peft_model.save_pretrained(str(folder), safe_serialization=True)
-        return folder / "adapter_model.safetensors"
     tr.peft_model.save_pretrained(str(folder), safe_serialization=True)
+    if tr.cfg.method == "lora":
+        return folder / "adapter_model.safetensors"
     tr.tok.save_pretrained(str(folder))
     return folder / "model.safetensors"
 
