@@ -13,7 +13,10 @@ Prints, for the machine it runs on:
    greedy decoder of harness/backends/hf_decode.py, shared prefixes prefilled
    once, batches of 128, the probe continuing from the kept prefills).
    ``--sides after,bf16`` compares the default with ``--dtype bfloat16`` (fast where
-   the CPU has AMX/avx512_bf16; outputs differ, so it is not the default).
+   the CPU has AMX/avx512_bf16; outputs differ, so it is not the default);
+   ``head-fp32`` is the default with the full fp32 LM head in greedy decoding
+   (``--backend-option head=fp32``) instead of harness/backends/hf_head.py's
+   bf16 logits with the tokens near the top scored again in fp32.
    Median wall time of ``--repeats``, the manifest's generation and probe
    seconds per model (model load excluded), the probe's share of generation
    time, and agreement: responses identical (count of samples) and the largest
@@ -79,6 +82,7 @@ SIDES = {
                ["--batch-size", "32", "--backend-option", "decode=generate", "--backend-option", "prefix_cache_mb=0"]),
     "after": ("after (default, fp32)", []),
     "bf16": ("after, --dtype bfloat16", ["--dtype", "bfloat16"]),
+    "head-fp32": ("after, head=fp32", ["--backend-option", "head=fp32"]),
 }
 
 
@@ -265,7 +269,7 @@ def main() -> int:
     ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--sides", default="before,after", help="end-to-end sides, compared with the first: "
-                    "before, after, bf16 (default before,after)")
+                    "before, after, bf16, head-fp32 (default before,after)")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-lmeval", action="store_true")
     args = ap.parse_args()

@@ -177,7 +177,20 @@ def test_prefix_cache_budget_evicts_oldest_and_zero_turns_it_off(tiny_model):
 def test_unknown_hf_option_is_a_one_line_error_naming_the_known_ones():
     from harness.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="nosuch.*known: decode, prefix_cache_mb"):
+    with pytest.raises(ConfigError, match="nosuch.*known: decode, head, prefix_cache_mb"):
         HFBackend.validate(ModelSpec(name="m", model="x", options={"nosuch": 1}))
     with pytest.raises(ConfigError, match="prefix_cache_mb must be a number"):
         HFBackend.validate(ModelSpec(name="m", model="x", options={"prefix_cache_mb": "lots"}))
+
+
+def test_a_pair_of_one_base_loads_its_tokenizer_once_and_a_rewritten_folder_reloads(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_model, folder)
+    a = HFBackend(ModelSpec(name="a", model=str(folder)))
+    b = HFBackend(ModelSpec(name="b", model=str(folder)))
+    assert a.tok is b.tok
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text())  # a new mtime: the folder may hold another tokenizer now
+    assert HFBackend(ModelSpec(name="c", model=str(folder))).tok is not a.tok

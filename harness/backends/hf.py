@@ -12,12 +12,14 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.pipeline.models import ModelSpec, hub_commit, local_folder
 from harness.backends import hf_decode
+from harness.backends.hf_head import GreedyHead
 from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, continue_batch, keep_prefills
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
@@ -32,10 +34,26 @@ def _dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}[name]
 
 
+_TOKENIZERS: dict[tuple, object] = {}  # a pair of one base (pretrained, fine-tuned) loads it once
+
+
+def _tokenizer(folder: str, kw: dict):
+    """The tokenizer of ``folder`` (at ``kw['revision']``), loaded once per process: Gemma's takes seconds."""
+    from transformers import AutoTokenizer
+
+    files = sorted(Path(folder).glob("*token*")) if Path(folder).is_dir() else []  # a rewritten folder reloads
+    key = (str(folder), str(kw.get("revision", "")), *((f.name, f.stat().st_mtime_ns) for f in files))
+    if key not in _TOKENIZERS:
+        if len(_TOKENIZERS) >= 4:
+            _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(folder, **kw)
+    return _TOKENIZERS[key]
+
+
 def load_hf(spec: ModelSpec, threads: int | None = None, device: str | None = None):
     """Load (tokenizer, model in eval mode, add_bos) for ``spec``: hub ID, folder, GGUF or package."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -47,7 +65,7 @@ def load_hf(spec: ModelSpec, threads: int | None = None, device: str | None = No
     if spec.source_kind == "hub":  # pin the commit the cache key was computed for
         kw["revision"] = hub_commit(spec)
     try:
-        tok = AutoTokenizer.from_pretrained(folder, **kw)
+        tok = _tokenizer(folder, kw)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(spec.dtype), **kw)
     except OSError as exc:
         raise ModelLoadError(f"could not load model {spec.name!r} from {spec.model}: {str(exc).splitlines()[0]}") from None
@@ -80,8 +98,11 @@ class HFBackend(Backend):
     #: ``decode``: ``fast`` (default: greedy generation and log-likelihood contexts go through
     #: :mod:`harness.backends.hf_decode`) or ``generate`` (transformers' ``generate``, and one padded forward pass
     #: per log-likelihood batch: the path before it); the same arithmetic in another batch layout, so outputs agree
-    #: up to float rounding (bench/suite.py counts them) and results are cached alike
-    runtime_options = frozenset({"prefix_cache_mb", "decode"})
+    #: up to float rounding (bench/suite.py counts them) and results are cached alike.
+    #: ``head``: ``auto`` (default: on a CPU with AMX/avx512_bf16, greedy decoding finds the fp32 argmax of an fp32
+    #: model's LM head from bf16 logits and an fp32 rescoring of the tokens near the top,
+    #: :mod:`harness.backends.hf_head`) or ``fp32`` (always the full fp32 LM head); outputs agree up to fp32 rounding
+    runtime_options = frozenset({"prefix_cache_mb", "decode", "head"})
     default_batch_size = 128  # prompts per call: the decode batch (the LM head runs far better on 128 rows than 32)
 
     @classmethod
@@ -110,6 +131,8 @@ class HFBackend(Backend):
         if spec.options.get("decode", "fast") not in ("fast", "generate"):
             raise ConfigError(f"model {spec.name!r}: decode must be 'fast' or 'generate', "
                               f"got {spec.options['decode']!r}")
+        if spec.options.get("head", "auto") not in ("auto", "fp32"):
+            raise ConfigError(f"model {spec.name!r}: head must be 'auto' or 'fp32', got {spec.options['head']!r}")
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, device: str | None = None, **options) -> None:
         super().__init__(spec, **options)
@@ -121,6 +144,7 @@ class HFBackend(Backend):
         self.decode_mode = spec.options.get("decode", "fast")
         self.decoded = {"fast": 0, "generate": 0}  # prompts per decoding path, for describe()
         self.prefill_stats: dict[str, int] = {}  # prompt tokens prefilled / computed (shared prefixes once)
+        self.head = GreedyHead(self.model, spec.options.get("head", "auto"))
 
     # -- tokenisation ------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
@@ -185,7 +209,7 @@ class HFBackend(Backend):
             return bool(stops) and any(s in tok.decode(tokens, skip_special_tokens=True) for s in stops)
 
         out = hf_decode.greedy(self.model, seqs, sampling.max_new_tokens, self.prefix, self.pad_id, stopped,
-                               self.prefill_stats)
+                               self.prefill_stats, self.head)
         self.decoded["fast"] += len(seqs)
         return [truncate_at_stop(t, stops) for t in self.tok.batch_decode(out, skip_special_tokens=True)]
 
@@ -292,6 +316,7 @@ class HFBackend(Backend):
     def describe(self) -> dict:
         return {**super().describe(), "dtype": str(self.model.dtype).replace("torch.", ""), **self.prefix.describe(),
                 "decode": self.decode_mode, "decoded_prompts": dict(self.decoded),
+                "greedy_head": {"kind": self.head.kind, **self.head.stats},
                 "prefill_tokens": {"prompt": self.prefill_stats.get("prompt_tokens", 0),
                                    "computed": self.prefill_stats.get("computed_tokens", 0)}}
 

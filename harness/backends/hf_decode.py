@@ -37,6 +37,7 @@ from harness.backends.prefix import Prefill, PrefixStore, assemble_cache, contin
 PREFILL_TOKENS = 4096  # padded tokens per prefill forward pass
 MIN_STEM = 8  # a prefix shared by several prompts is computed once from this many tokens on
 DECODE_KV_MB = 1024  # keys and values of one decode group
+COMPACT_SHARE = 0.25  # finished rows leave the decode batch once they are this share of it
 
 # generation-config fields whose non-default values change greedy decoding beyond argmax
 _PROCESSING = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
@@ -190,19 +191,16 @@ def groups(lengths: Sequence[int], max_new: int, per_token: int) -> list[list[in
 
 
 class _Buffered:
-    """In-place key/value buffers behind a transformers cache's layers (no ``torch.cat`` per step)."""
+    """In-place key/value buffers behind a transformers cache's layers (no ``torch.cat`` per step).
 
-    def __init__(self, cache: Any, extra: int) -> None:
+    ``cache`` comes from :func:`~harness.backends.prefix.assemble_cache` with ``extra`` positions to spare.
+    """
+
+    def __init__(self, cache: Any) -> None:
         self.cache = cache
-        self.buffers = []
-        for layer in cache.layers:
-            k, v = layer.keys, layer.values
-            kb = k.new_zeros((*k.shape[:2], k.shape[2] + extra, k.shape[3]))
-            vb = v.new_zeros(kb.shape)
-            kb[:, :, : k.shape[2]] = k
-            vb[:, :, : v.shape[2]] = v
-            self.buffers.append([kb, vb])
-            self._bind(layer, len(self.buffers) - 1, k.shape[2])
+        self.buffers = cache.buffers
+        for i, layer in enumerate(cache.layers):
+            self._bind(layer, i, layer.keys.shape[2])
 
     def _bind(self, layer: Any, index: int, length: int) -> None:
         owner, state = self, {"len": length}
@@ -230,58 +228,67 @@ class _Buffered:
 
 
 def decode_group(model: Any, prefills: list[Prefill], last: list[int], max_new: int, eos: set[int],
-                 stopped: Callable[[list[int]], bool]) -> list[list[int]]:
+                 stopped: Callable[[list[int]], bool], head: Callable[[Any], Any] | None = None) -> list[list[int]]:
     """Greedy continuations of the prompts ``prefills[i]`` + ``last[i]``: token IDs, ending at EOS if reached.
 
     ``stopped(tokens)``: whether a row's generated tokens contain a stop string (it then leaves the batch).
+    ``head(h)``: next token IDs from final hidden states (default ``argmax`` of the LM head; see
+    :class:`harness.backends.hf_head.GreedyHead`). A finished row stays in the batch, computed and ignored,
+    until finished rows are :data:`COMPACT_SHARE` of it: removing rows copies every key/value buffer.
     """
     import torch
 
     device = next(model.parameters()).device
     n, longest = len(prefills), max(p.length for p in prefills)
-    cache = assemble_cache(model, prefills, longest)
-    buffered = _Buffered(cache, max_new)
+    cache = assemble_cache(model, prefills, longest, extra=max_new)
+    buffered = _Buffered(cache)
     mask = torch.zeros((n, longest + max_new), dtype=torch.long)
     for i, p in enumerate(prefills):
         mask[i, longest - p.length: longest] = 1
     start = torch.tensor([p.length for p in prefills], dtype=torch.long)
-    rows = list(range(n))  # original index of each live batch row
+    rows = list(range(n))  # original index of each batch row
+    live = [True] * n
     out: list[list[int]] = [[] for _ in range(n)]
     cur = torch.tensor(last, dtype=torch.long)[:, None]
-    body, head = getattr(model, "model", model), model.get_output_embeddings()
+    body, lm_head = getattr(model, "model", model), model.get_output_embeddings()
+    pick = head or (lambda h: lm_head(h).argmax(-1))  # softcapping (tanh) keeps the argmax
     for step in range(max_new):
         mask[:, longest + step] = 1
         with torch.inference_mode():
             h = body(input_ids=cur.to(device), attention_mask=mask[:, : longest + step + 1].to(device),
                      position_ids=(start + step)[:, None].to(device), past_key_values=cache,
                      use_cache=True).last_hidden_state[:, -1]
-            nxt = head(h).argmax(-1).cpu()  # softcapping (tanh) keeps the argmax
-        keep = []
+            nxt = pick(h).cpu()
         for r, t in enumerate(nxt.tolist()):
-            seq = out[rows[r]]
-            seq.append(t)
-            if not (t in eos or len(seq) >= max_new or stopped(seq)):
-                keep.append(r)
-        if not keep:
+            if live[r]:
+                seq = out[rows[r]]
+                seq.append(t)
+                live[r] = not (t in eos or len(seq) >= max_new or stopped(seq))
+        alive = sum(live)
+        if not alive:
             break
-        if len(keep) < len(rows):
+        if len(rows) - alive >= COMPACT_SHARE * len(rows):
+            keep = [r for r in range(len(rows)) if live[r]]
             sel = torch.tensor(keep, dtype=torch.long)
             buffered.select(sel.to(device))
-            mask, start, rows = mask[sel], start[sel], [rows[r] for r in keep]
+            mask, start, rows, live = mask[sel], start[sel], [rows[r] for r in keep], [True] * len(keep)
             nxt = nxt[sel]
         cur = nxt[:, None]
     return out
 
 
 def greedy(model: Any, seqs: list[list[int]], max_new: int, store: PrefixStore, pad_id: int,
-           stopped: Callable[[list[int]], bool], stats: dict[str, int] | None = None) -> list[list[int]]:
-    """Greedy continuations (token IDs) of every prompt in ``seqs`` (each at least one token)."""
+           stopped: Callable[[list[int]], bool], stats: dict[str, int] | None = None,
+           head: Callable[[Any], Any] | None = None) -> list[list[int]]:
+    """Greedy continuations (token IDs) of every prompt in ``seqs`` (each at least one token); ``head``: see
+    :func:`decode_group`."""
     cfg_eos = getattr(model.generation_config, "eos_token_id", None)
     eos = set(cfg_eos if isinstance(cfg_eos, (list, tuple)) else [] if cfg_eos is None else [cfg_eos])
     pre = prefill(model, seqs, store, pad_id, stats)
     out: list[list[int]] = [[] for _ in seqs]
     for group in groups([p.length for p in pre], max_new, kv_bytes_per_token(model)):
-        tokens = decode_group(model, [pre[i] for i in group], [seqs[i][-1] for i in group], max_new, eos, stopped)
+        tokens = decode_group(model, [pre[i] for i in group], [seqs[i][-1] for i in group], max_new, eos, stopped,
+                              head)
         for i, t in zip(group, tokens):
             out[i] = t
     return out

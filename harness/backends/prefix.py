@@ -122,20 +122,33 @@ def continue_batch(model: Any, prefills: list[Prefill], inputs: Sequence[Sequenc
     return out.last_hidden_state
 
 
-def assemble_cache(model: Any, prefills: list[Prefill], longest: int):
-    """A transformers cache holding ``prefills`` left-padded to ``longest`` positions (pads are zeros, to be masked)."""
+def assemble_cache(model: Any, prefills: list[Prefill], longest: int, extra: int = 0):
+    """A transformers cache holding ``prefills`` left-padded to ``longest`` positions (pads are zeros, to be masked).
+
+    With ``extra``, each layer's keys and values are views of buffers ``extra`` positions longer (returned as
+    ``cache.buffers``, ``[keys, values]`` per layer), for a decoder to write its new tokens into in place.
+    Only the pads are zeroed: a masked position still enters attention with weight 0, and 0 x NaN is NaN.
+    """
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    n = len(prefills)
+    n, buffers = len(prefills), []
     for layer in range(len(prefills[0].kv)):
         k0, v0 = prefills[0].kv[layer]
-        keys = k0.new_zeros((n, k0.shape[0], longest, k0.shape[-1]))
-        values = v0.new_zeros((n, v0.shape[0], longest, v0.shape[-1]))
+        keys = k0.new_empty((n, k0.shape[0], longest + extra, k0.shape[-1]))
+        values = v0.new_empty((n, v0.shape[0], longest + extra, v0.shape[-1]))
         for i, p in enumerate(prefills):
             k, v = p.kv[layer]
+            pad = longest - p.length
+            keys[i, :, :pad] = 0
+            values[i, :, :pad] = 0
             if p.length:
-                keys[i, :, longest - p.length:] = k
-                values[i, :, longest - p.length:] = v
-        cache.update(keys, values, layer)
+                keys[i, :, pad:longest] = k
+                values[i, :, pad:longest] = v
+        buffers.append([keys, values])
+        cache.update(keys[:, :, :0], values[:, :, :0], layer)  # the layer's own initialisation, then no copy:
+        cache.layers[layer].keys, cache.layers[layer].values = keys[:, :, :longest], values[:, :, :longest]
+        if hasattr(cache.layers[layer], "cumulative_length"):  # sliding-window layers count their tokens
+            cache.layers[layer].cumulative_length = longest
+    cache.buffers = buffers
     return cache
