@@ -44,6 +44,10 @@ def summary(doc: dict) -> str:
         if "a" in f:
             out.append(f"{mode}: exponent of parameters a = {f['a']:.3f} {f['ci']['a']}, of steps b = {f['b']:.3f} "
                        f"{f['ci']['b']}, R^2 {f['r2']:.3f}")
+    for mode, f in doc["analysis"].get("power_law_kl", {}).items():
+        if "a" in f:
+            out.append(f"{mode}: KL part (shift at H): exponent of parameters a = {f['a']:.3f} {f['ci']['a']}, of steps "
+                       f"b = {f['b']:.3f} {f['ci']['b']}, R^2 {f['r2']:.3f}")
     for mode, f in doc["analysis"]["linear"].items():
         if "slope" in f:
             out.append(f"{mode}: CE = {f['slope']:.3f} {f['slope_ci']} x loss + {f['intercept']:.3f}, R^2 {f['r2']:.3f}")

@@ -92,10 +92,11 @@ def test_sweep_measures_fits_and_resumes_after_a_kill(soft_tiny, data_files, tmp
     pl = an["power_law"]["none"]
     assert pl["n_points"] == 6 and set(pl["ci"]) == {"A", "a", "b", "c"} and pl["ci"]["b"][0] <= pl["b"] <= pl["ci"]["b"][1]
     assert "r2" in an["linear"]["none"] and an["linear"]["none"]["slope_ci"] and "note" in an["power_law"]["both"]
+    assert an["power_law_kl"]["none"]["n_points"] == 6 and an["power_law_kl"]["none"]["c"] < 1e-8
     assert [(r["rank"], r["reg_steps"]) for r in an["comparison"]] == [(2, 2), (2, 4)]
     assert all("refusal" in r for r in an["comparison"]) and "diff" in an["matched"]["both"]
     md = (out / "sweep.md").read_text()
-    assert "power law (none" in md and "matched held-out loss" in md
+    assert "power law (none" in md and "anchored at the base entropy" in md and "matched held-out loss" in md
     for name in ("sweep-steps.png", "sweep-loss.png", "sweep-icl.png"):
         assert (out / name).stat().st_size > 0
 
@@ -113,6 +114,24 @@ def test_fit_recovers_known_exponents():
     y = 2.0 + 0.5 * P ** 0.3 * t ** 0.6
     f = fit_joint(P, t, y)
     assert abs(f["a"] - 0.3) < 1e-3 and abs(f["b"] - 0.6) < 1e-3 and abs(f["c"] - 2.0) < 1e-3 and f["r2"] > 0.9999
+    # without a shift (the KL part: CE - H): the exponents of y - 2, and c stays at 0
+    k = fit_joint(P, t, y - 2.0, shift=False)
+    assert abs(k["a"] - 0.3) < 1e-3 and abs(k["b"] - 0.6) < 1e-3 and k["c"] < 1e-8 and k["r2"] > 0.9999
+
+
+def test_the_anchored_fit_is_of_the_kl_part_of_each_point():
+    from harness.training.sweep_fit import power_law
+
+    def point(rank, steps, kl):  # CE = H + KL per chunk, H = 2.5 on every chunk
+        ch = {"n": [10] * 4, "kl": [10 * kl * f for f in (1.1, 0.9, 1.05, 0.95)]}
+        ch["ce"] = [25 + x for x in ch["kl"]]
+        return {"point": f"r{rank}-s{steps}", "rank": rank, "steps": steps, "trainable_parameters": 1000 * rank,
+                "forgetting": {"chunks": ch}, "heldout": {"sums": [1.0] * 4, "tokens": [1] * 4}}
+
+    pts = [point(r, t, 0.2 * r ** 0.25 * t ** 0.5) for r in (1, 4, 16) for t in (2, 4, 8)]
+    f = power_law(pts, n_boot=50, measure="kl")
+    assert f["formula"].startswith("KL") and abs(f["a"] - 0.25) < 1e-3 and abs(f["b"] - 0.5) < 1e-3
+    assert f["ci"]["a"][0] <= f["a"] <= f["ci"]["a"][1] and f["points"][0]["ce"] == pytest.approx(0.2 * 2 ** 0.5)
 
 
 def _synthetic(rank, steps, ce, loss, reg="none"):

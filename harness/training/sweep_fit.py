@@ -7,7 +7,11 @@ in update steps t; this is the project's parametrisation of it)::
     CE(P, t) = c + A * (P / P0) ** a * (t / t0) ** b
 
 with ``P0``, ``t0`` the geometric means of the grid (so ``A`` is the excess forgetting at the grid's centre),
-``A >= 0``, ``0 <= c <= min CE``, ``a``, ``b`` in [-3, 3]. Intervals are percentile bootstraps over the
+``A >= 0``, ``0 <= c <= min CE``, ``a``, ``b`` in [-3, 3]. With few step counts the free shift ``c`` and the
+exponents trade off (on the Gemma sweep ``c`` went to 0 and both exponents near 0), so a second fit anchors the
+shift where the metric puts it: CE against the base's predictions is the base's entropy H plus
+KL(base || fine-tuned), and at step 0 it is H exactly. ``kl`` fits ``KL = A * (P / P0) ** a * (t / t0) ** b``
+(``c`` = 0; every resample re-measures KL, so H's own uncertainty is in the intervals). Intervals are percentile bootstraps over the
 *measurement*: each resample redraws the reference text's chunks (for CE) and the held-out examples (for
 the fine-tuning loss) with the same draw for every checkpoint, re-measures every point and refits. They do
 not include seed-to-seed training variation (one training run per grid cell).
@@ -32,12 +36,12 @@ def _draws(points: list[dict], n_boot: int = N_BOOT, seed: int = SEED):
     return bootstrap_weights(n_chunks, seed, n_boot), bootstrap_weights(n_ex, seed + 1, n_boot)
 
 
-def _ce(point: dict, wc=None):
-    """Forgetting CE of a point (token-weighted over chunks); with ``wc``, one value per resample."""
+def _ce(point: dict, wc=None, measure: str = "ce"):
+    """Forgetting CE (or its ``kl`` part) of a point, token-weighted over chunks; with ``wc``, one per resample."""
     import numpy as np
 
     ch = point["forgetting"]["chunks"]
-    n, ce = np.asarray(ch["n"], float), np.asarray(ch["ce"], float)
+    n, ce = np.asarray(ch["n"], float), np.asarray(ch[measure], float)
     return float(ce.sum() / n.sum()) if wc is None else (wc @ ce) / (wc @ n)
 
 
@@ -63,18 +67,19 @@ def _law(x, A, a, b, c):
     return c + A * x[0] ** a * x[1] ** b
 
 
-def fit_joint(P, t, y, start: tuple | None = None) -> dict[str, float]:
-    """Least-squares fit of ``c + A * P**a * t**b`` (P, t already scaled); start from a grid unless given."""
+def fit_joint(P, t, y, start: tuple | None = None, shift: bool = True) -> dict[str, float]:
+    """Least-squares fit of ``c + A * P**a * t**b`` (P, t already scaled; ``shift=False``: c = 0); start from a
+    grid unless given."""
     import numpy as np
     from scipy.optimize import least_squares
 
     P, t, y = (np.asarray(v, float) for v in (P, t, y))
-    c_hi = max(float(y.min()), 1e-9)
+    c_hi = max(float(y.min()), 1e-9) if shift else 1e-9  # no shift: c pinned at ~0
     if start is None:
         best = None
         for a in np.linspace(-1.5, 1.5, 31):
             for b in np.linspace(-0.5, 2.0, 26):
-                X = np.stack([P ** a * t ** b, np.ones_like(y)], 1)
+                X = np.stack([P ** a * t ** b, np.ones_like(y) if shift else np.zeros_like(y)], 1)
                 (A0, c0), *_ = np.linalg.lstsq(X, y, rcond=None)
                 A0, c0 = max(A0, 1e-9), min(max(c0, 0.0), c_hi)
                 r = float(np.sum((_law((P, t), A0, a, b, c0) - y) ** 2))
@@ -92,8 +97,10 @@ def fit_joint(P, t, y, start: tuple | None = None) -> dict[str, float]:
             "rmse": math.sqrt(ss_res / len(y))}
 
 
-def power_law(points: list[dict], n_boot: int = N_BOOT) -> dict[str, Any]:
-    """The joint fit over ``points`` with bootstrap intervals for every parameter, or a note why not."""
+def power_law(points: list[dict], n_boot: int = N_BOOT, measure: str = "ce") -> dict[str, Any]:
+    """The joint fit over ``points`` with bootstrap intervals for every parameter, or a note why not.
+
+    ``measure="kl"``: the fit without a free shift of the KL part (see the module docstring)."""
     import numpy as np
 
     Ps = {p["trainable_parameters"] for p in points}
@@ -104,14 +111,16 @@ def power_law(points: list[dict], n_boot: int = N_BOOT) -> dict[str, Any]:
     P = np.array([p["trainable_parameters"] for p in points], float)
     t = np.array([p["steps"] for p in points], float)
     P0, t0 = float(np.exp(np.log(P).mean())), float(np.exp(np.log(t).mean()))
-    y = np.array([_ce(p) for p in points])
-    fit = fit_joint(P / P0, t / t0, y)
+    shift = measure == "ce"
+    y = np.array([_ce(p, measure=measure) for p in points])
+    fit = fit_joint(P / P0, t / t0, y, shift=shift)
     wc, _ = _draws(points, n_boot)
-    boot = np.array([_ce(p, wc) for p in points]).T  # (n_boot, points)
+    boot = np.array([_ce(p, wc, measure) for p in points]).T  # (n_boot, points)
     start = (fit["A"], fit["a"], fit["b"], fit["c"])
-    fits = [fit_joint(P / P0, t / t0, yb, start=start) for yb in boot]
+    fits = [fit_joint(P / P0, t / t0, yb, start=start, shift=shift) for yb in boot]
     ci = {k: _pct([f[k] for f in fits]) for k in ("A", "a", "b", "c")}
-    return {"formula": "CE(P, t) = c + A * (P / P0)^a * (t / t0)^b", **fit, "P0": P0, "t0": t0, "ci": ci,
+    formula = "CE(P, t) = c + A * (P / P0)^a * (t / t0)^b" if shift else "KL(P, t) = A * (P / P0)^a * (t / t0)^b"
+    return {"formula": formula, "measure": measure, **fit, "P0": P0, "t0": t0, "ci": ci,
             "n_points": len(points), "dof": len(points) - 4, "n_boot": n_boot,
             "ci_method": "percentile bootstrap over reference-text chunks (shared draw across checkpoints), refit",
             "points": [{"point": p["point"], "P": int(p["trainable_parameters"]), "steps": p["steps"], "ce": float(v),
@@ -232,6 +241,7 @@ def analyse(points: list[dict], base: dict) -> dict[str, Any]:
     by = {m: [p for p in points if p["regularize"] == m] for m in modes}
     return {
         "power_law": {m: power_law(ps) for m, ps in by.items()},
+        "power_law_kl": {m: power_law(ps, measure="kl") for m, ps in by.items()},
         "linear": {m: linear(ps) for m, ps in by.items()},
         "comparison": compare(points),
         "matched": {m: matched_ce(points, m) for m in modes if m != "none"},

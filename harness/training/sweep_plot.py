@@ -10,6 +10,17 @@ from harness.training.forgetting.text import text_name
 _MARK = {"none": "o", "elementwise": "s", "layerwise": "^", "both": "D"}
 
 
+def _step_axis(ax, steps: list[int]) -> None:
+    """A log axis of fine-tuning steps labelled with the sweep's own step counts, in plain numbers."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(steps)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _runs(doc: dict) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for p in sorted(doc["points"], key=lambda p: (p["regularize"], p["rank"], p["steps"])):
@@ -50,7 +61,7 @@ def plot_steps(doc: dict, path: Path) -> Path:
             ax.plot(grid, fit["c"] + fit["A"] * P ** fit["a"] * (grid / fit["t0"]) ** fit["b"], color=colour, ls=ls, lw=1)
     h = doc["points"][0]["forgetting"]["entropy"]["mean"]
     ax.axhline(h, color="#888", ls=":", lw=1, label="pretrained entropy H (CE at step 0)")
-    ax.set_xscale("log")
+    _step_axis(ax, doc["settings"]["steps"])
     ax.set_xlabel("fine-tuning steps t")
     ax.set_ylabel("forgetting CE (nats/token)")
     title = "Forgetting CE vs steps"
@@ -121,7 +132,7 @@ def plot_icl(doc: dict, path: Path) -> Path:
         ax.axhline(0, color="#888", lw=0.8)
     steps = doc["settings"]["steps"]
     for ax in axes[0]:
-        ax.set_xscale("log")
+        _step_axis(ax, steps)
         ax.set_xlim(min(steps) * 0.8, max(steps) * 1.25)  # also where a panel has no finite value
         ax.set_xlabel("steps", fontsize=8)
         ax.grid(alpha=0.3)

@@ -69,6 +69,13 @@ def fit_lines(doc: dict) -> list[str]:
                   f"(P/{f['P0']:,.0f})^{f['a']:.3f} · (t/{f['t0']:.0f})^{f['b']:.3f}; exponent of parameters a = "
                   f"{f['a']:.3f} {_pair(ci['a'])}, of steps b = {f['b']:.3f} {_pair(ci['b'])}, "
                   f"shift c = {f['c']:.3f} {_pair(ci['c'])}; R² {f['r2']:.3f} (95% bootstrap CIs, {f['n_boot']} resamples)")
+    for mode, f in doc["analysis"].get("power_law_kl", {}).items():
+        if "note" not in f:
+            ci = f["ci"]
+            md.append(f"- power law of the KL part, shift anchored at the base entropy H ({mode}): CE − H = "
+                      f"{f['A']:.3f} · (P/{f['P0']:,.0f})^{f['a']:.3f} · (t/{f['t0']:.0f})^{f['b']:.3f}; exponent of "
+                      f"parameters a = {f['a']:.3f} {_pair(ci['a'])}, of steps b = {f['b']:.3f} {_pair(ci['b'])}; "
+                      f"R² {f['r2']:.3f}")
     for mode, f in doc["analysis"]["linear"].items():
         if "note" in f:
             md.append(f"- linear ({mode}): not fitted, {f['note']}")
