@@ -16,7 +16,10 @@ Prints, for the machine it runs on:
    the CPU has AMX/avx512_bf16; outputs differ, so it is not the default);
    ``head-fp32`` is the default with the full fp32 LM head in greedy decoding
    (``--backend-option head=fp32``) instead of harness/backends/hf_head.py's
-   bf16 logits with the tokens near the top scored again in fp32.
+   bf16 logits with the tokens near the top scored again in fp32; ``ieee`` is
+   the default with IEEE fp32 matrix products (``--backend-option
+   fp32_matmul=ieee``) instead of oneDNN's bf16 mode where that is as accurate
+   as fp32 (harness/backends/hf_matmul.py). *before* forces both off.
    Median wall time of ``--repeats``, the manifest's generation and probe
    seconds per model (model load excluded), the probe's share of generation
    time, and agreement: responses identical (count of samples) and the largest
@@ -79,8 +82,10 @@ def probe_values(run: Path) -> dict[tuple, float]:
 
 SIDES = {
     "before": ("before (generate, batch 32, no prefill reuse)",
-               ["--batch-size", "32", "--backend-option", "decode=generate", "--backend-option", "prefix_cache_mb=0"]),
-    "after": ("after (default, fp32)", []),
+               ["--batch-size", "32", "--backend-option", "decode=generate", "--backend-option", "prefix_cache_mb=0",
+                "--backend-option", "head=fp32", "--backend-option", "fp32_matmul=ieee"]),
+    "after": ("after (defaults, fp32 model)", []),
+    "ieee": ("after, fp32_matmul=ieee", ["--backend-option", "fp32_matmul=ieee"]),
     "bf16": ("after, --dtype bfloat16", ["--dtype", "bfloat16"]),
     "head-fp32": ("after, head=fp32", ["--backend-option", "head=fp32"]),
 }
@@ -179,8 +184,17 @@ def loglikelihood_throughput(limit: int, n: int, batch_size: int) -> None:
     ours.close()
 
 
-def matmul_flops(dtype_name: str, m: int = 4096, k: int = 640, n: int = 2048, seconds: float = 2.0) -> float:
-    """Measured FLOP/s of one matmul shape for about ``seconds`` (bf16 without native support is slow: fewer reps)."""
+def matmul_flops(dtype_name: str, m: int = 4096, k: int = 640, n: int = 2048, seconds: float = 2.0,
+                 mode: str = "ieee") -> float:
+    """Measured FLOP/s of one matmul shape for about ``seconds`` (bf16 without native support is slow: fewer reps);
+    ``mode``: fp32 products in IEEE or oneDNN's bf16 mode (harness/backends/hf_matmul.py)."""
+    from harness.backends import hf_matmul
+
+    with hf_matmul.precision(mode):
+        return _matmul_flops(dtype_name, m, k, n, seconds)
+
+
+def _matmul_flops(dtype_name: str, m: int, k: int, n: int, seconds: float) -> float:
     import torch
 
     dt = getattr(torch, dtype_name)
@@ -235,11 +249,15 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
                  + 3 * cfg.hidden_size * cfg.intermediate_size)
     body = per_layer * cfg.num_hidden_layers
     tok = AutoTokenizer.from_pretrained(folder)
+    from harness.backends import hf_matmul
+
     fp32, bf16 = matmul_flops("float32"), matmul_flops("bfloat16")
+    split = matmul_flops("float32", mode="bf16") if hf_matmul.resolve("auto", "float32", "cpu") == "bf16" else fp32
     print(f"\n## 3. Physical limit (generation of both models; torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
     print(f"body {body / 1e6:.0f}M + LM head {head / 1e6:.0f}M parameters; FLOPs = 2 x parameters per token (body for "
           f"prompt tokens, body + head for generated ones; attention ignored); matmul [4096x640]@[640x2048]: "
-          f"fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s\n")
+          f"fp32 {fp32 / 1e9:.0f} GFLOP/s, fp32 in the mode fp32_matmul=auto uses {split / 1e9:.0f} GFLOP/s, "
+          f"bf16 {bf16 / 1e9:.0f} GFLOP/s\n")
     runs = [(f"--limit {limit}", RunSpec(limit=limit)), ("--limit 100", RunSpec(limit=100)),
             ("--preset paper", RunSpec.from_yaml(preset_path("paper")))]
     rate = None
@@ -249,17 +267,18 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
         done = 2 * 2 * (body * w["unique_tokens"] + (body + head) * w["gen_tokens"])
         rate = done / gen_s if gen_s else None
     print("| Run | Prompts/model | Prompt tokens (after shared prefixes) | Generated tokens | TFLOP (shared) | "
-          "fp32 floor s | bf16 floor s | Projected s at the measured rate |")
-    print("|---|---|---|---|---|---|---|---|")
+          "fp32 floor s | fp32_matmul=auto floor s | bf16 floor s | Projected s at the measured rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, spec in runs:
         w = workload(spec, tok)
         flops = 2 * 2 * (body * w["unique_tokens"] + (body + head) * w["gen_tokens"])
         proj = f"{flops / rate:.0f}" if rate else "-"
         print(f"| {name} | {w['prompts']} | {w['prompt_tokens']} ({w['unique_tokens']}) | {w['gen_tokens']} | "
-              f"{flops / 1e12:.1f} | {flops / fp32:.0f} | {flops / bf16:.0f} | {proj} |")
+              f"{flops / 1e12:.1f} | {flops / fp32:.0f} | {flops / split:.0f} | {flops / bf16:.0f} | {proj} |")
     if manifest and rate:
         print(f"\nmeasured generation of the --limit {limit} run (both models): {gen_s:.0f} s, "
-              f"{rate / 1e9:.0f} GFLOP/s effective = {rate / fp32:.0%} of the fp32 matmul rate")
+              f"{rate / 1e9:.0f} GFLOP/s effective = {rate / fp32:.0%} of the IEEE fp32 matmul rate, {rate / split:.0%} of "
+              f"the rate of the mode fp32_matmul=auto uses")
 
 
 def main() -> int:
@@ -269,7 +288,7 @@ def main() -> int:
     ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--sides", default="before,after", help="end-to-end sides, compared with the first: "
-                    "before, after, bf16, head-fp32 (default before,after)")
+                    "before, after, ieee, bf16, head-fp32 (default before,after)")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-lmeval", action="store_true")
     args = ap.parse_args()

@@ -65,6 +65,12 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def numerics(cls, spec: ModelSpec) -> dict[str, Any]:
+        """How this machine computes ``spec``'s outputs where that is not the default arithmetic (a faster numeric
+        path the backend picks by itself): joins the cache key, so its results never mix with the default's."""
+        return {}
+
+    @classmethod
     def validate(cls, spec: ModelSpec) -> None:
         """Check ``spec.options`` before anything runs; raise ConfigError naming the bad option."""
 

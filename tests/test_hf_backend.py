@@ -177,7 +177,7 @@ def test_prefix_cache_budget_evicts_oldest_and_zero_turns_it_off(tiny_model):
 def test_unknown_hf_option_is_a_one_line_error_naming_the_known_ones():
     from harness.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="nosuch.*known: decode, head, prefix_cache_mb"):
+    with pytest.raises(ConfigError, match="nosuch.*known: decode, fp32_matmul, head, prefix_cache_mb"):
         HFBackend.validate(ModelSpec(name="m", model="x", options={"nosuch": 1}))
     with pytest.raises(ConfigError, match="prefix_cache_mb must be a number"):
         HFBackend.validate(ModelSpec(name="m", model="x", options={"prefix_cache_mb": "lots"}))

@@ -18,7 +18,7 @@ from typing import Sequence
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.pipeline.models import ModelSpec, hub_commit, local_folder
-from harness.backends import hf_decode
+from harness.backends import hf_decode, hf_matmul
 from harness.backends.hf_head import GreedyHead
 from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, continue_batch, keep_prefills
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
@@ -102,7 +102,10 @@ class HFBackend(Backend):
     #: ``head``: ``auto`` (default: on a CPU with AMX/avx512_bf16, greedy decoding finds the fp32 argmax of an fp32
     #: model's LM head from bf16 logits and an fp32 rescoring of the tokens near the top,
     #: :mod:`harness.backends.hf_head`) or ``fp32`` (always the full fp32 LM head); outputs agree up to fp32 rounding
-    runtime_options = frozenset({"prefix_cache_mb", "decode", "head"})
+    #: ``fp32_matmul``: ``auto`` (default: an fp32 model's matrix products on a CPU whose oneDNN computes them to fp32
+    #: accuracy at bf16 speed go that way, :mod:`harness.backends.hf_matmul`; the mode joins the cache key through
+    #: :meth:`numerics`) or ``ieee`` (always IEEE fp32)
+    runtime_options = frozenset({"prefix_cache_mb", "decode", "head", "fp32_matmul"})
     default_batch_size = 128  # prompts per call: the decode batch (the LM head runs far better on 128 rows than 32)
 
     @classmethod
@@ -133,6 +136,15 @@ class HFBackend(Backend):
                               f"got {spec.options['decode']!r}")
         if spec.options.get("head", "auto") not in ("auto", "fp32"):
             raise ConfigError(f"model {spec.name!r}: head must be 'auto' or 'fp32', got {spec.options['head']!r}")
+        if spec.options.get("fp32_matmul", "auto") not in hf_matmul.MODES:
+            raise ConfigError(f"model {spec.name!r}: fp32_matmul must be 'auto' or 'ieee', "
+                              f"got {spec.options['fp32_matmul']!r}")
+
+    @classmethod
+    def numerics(cls, spec: ModelSpec) -> dict:
+        """``{"fp32_matmul": "bf16"}`` where this machine runs the model's fp32 matrix products in oneDNN's bf16 mode."""
+        mode = hf_matmul.resolve(spec.options.get("fp32_matmul", "auto"), spec.dtype)
+        return {"fp32_matmul": mode} if mode != "ieee" else {}
 
     def __init__(self, spec: ModelSpec, threads: int | None = None, device: str | None = None, **options) -> None:
         super().__init__(spec, **options)
@@ -145,6 +157,7 @@ class HFBackend(Backend):
         self.decoded = {"fast": 0, "generate": 0}  # prompts per decoding path, for describe()
         self.prefill_stats: dict[str, int] = {}  # prompt tokens prefilled / computed (shared prefixes once)
         self.head = GreedyHead(self.model, spec.options.get("head", "auto"))
+        self.matmul = hf_matmul.resolve(spec.options.get("fp32_matmul", "auto"), spec.dtype, self.device.type)
 
     # -- tokenisation ------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
@@ -163,6 +176,10 @@ class HFBackend(Backend):
 
     # -- generation --------------------------------------------------------------
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
+        with hf_matmul.precision(self.matmul):
+            return self._generate(prompts, sampling)
+
+    def _generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -221,6 +238,10 @@ class HFBackend(Backend):
         past a sliding window, one right-padded forward pass over context and continuation, as lm-eval's hf model."""
         if not requests:
             return []
+        with hf_matmul.precision(self.matmul):
+            return self._loglikelihood(requests)
+
+    def _loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         pairs = [self._split(c, t) for c, t in requests]
         found = [self.prefix.get(ctx) if self.prefix.items else None for ctx, _ in pairs]
         limit = hf_decode.window_limit(self.model)
@@ -316,7 +337,7 @@ class HFBackend(Backend):
     def describe(self) -> dict:
         return {**super().describe(), "dtype": str(self.model.dtype).replace("torch.", ""), **self.prefix.describe(),
                 "decode": self.decode_mode, "decoded_prompts": dict(self.decoded),
-                "greedy_head": {"kind": self.head.kind, **self.head.stats},
+                "greedy_head": {"kind": self.head.kind, **self.head.stats}, "fp32_matmul": self.matmul,
                 "prefill_tokens": {"prompt": self.prefill_stats.get("prompt_tokens", 0),
                                    "computed": self.prefill_stats.get("computed_tokens", 0)}}
 

@@ -112,7 +112,8 @@ def _add_model_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--finetuned", metavar="MODEL", help="fine-tuned model, same forms as --pretrained")
     r.add_argument("--backend", metavar="NAME", help="backend for both models (default hf); see `conjugate list backends`")
     r.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option for both models, repeatable: vllm: tensor_parallel_size, max_model_len, "
+                   help="backend option for both models, repeatable: hf: decode (fast|generate), head (auto|fp32), "
+                   "fp32_matmul (auto|ieee), prefix_cache_mb; vllm: tensor_parallel_size, max_model_len, "
                    "gpu_memory_utilization, enforce_eager, max_num_seqs, data_parallel_size; "
                    "openai: base_url, endpoint (completions|chat), "
                    "served_model, api_key_env, concurrency, timeout, max_retries, backoff, serve_args, startup_timeout")

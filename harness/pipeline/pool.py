@@ -42,6 +42,9 @@ def model_key(ms: ModelSpec, factory: Callable[[ModelSpec], Any] | None = None) 
         "chat_template": ms.chat_template,
         "options": {k: v for k, v in ms.options.items() if k not in cls.runtime_options},
     }
+    numerics = cls.numerics(ms)
+    if numerics:
+        key["numerics"] = numerics
     made_by = factory_identity(factory) if factory is not None else None
     if made_by is not None:
         key["factory"] = made_by
