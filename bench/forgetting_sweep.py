@@ -32,6 +32,10 @@ FULL = ["--ranks", "1,4,16", "--steps", "25,50,100,200,400", "--regularize", "no
         "--limit", "40", "--refusal"]
 
 
+def _ci(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]" if pair else "[-]"
+
+
 def summary(doc: dict) -> str:
     """Timings per run and per checkpoint, and the fitted exponents."""
     out = ["run               s/step   checkpoint  eval s (heldout / forgetting / icl / refusal)"]
@@ -42,15 +46,18 @@ def summary(doc: dict) -> str:
                    f"{s.get('refusal', 0):.0f})")
     for mode, f in doc["analysis"]["power_law"].items():
         if "a" in f:
-            out.append(f"{mode}: exponent of parameters a = {f['a']:.3f} {f['ci']['a']}, of steps b = {f['b']:.3f} "
-                       f"{f['ci']['b']}, R^2 {f['r2']:.3f}")
+            out.append(f"{mode}: exponent of parameters a = {f['a']:.3f} {_ci(f['ci']['a'])}, of steps b = {f['b']:.3f} "
+                       f"{_ci(f['ci']['b'])}, R^2 {f['r2']:.3f}")
     for mode, f in doc["analysis"].get("power_law_kl", {}).items():
         if "a" in f:
-            out.append(f"{mode}: KL part (shift at H): exponent of parameters a = {f['a']:.3f} {f['ci']['a']}, of steps "
-                       f"b = {f['b']:.3f} {f['ci']['b']}, R^2 {f['r2']:.3f}")
+            out.append(f"{mode}: KL part (shift at H): exponent of parameters a = {f['a']:.3f} {_ci(f['ci']['a'])}, of steps "
+                       f"b = {f['b']:.3f} {_ci(f['ci']['b'])}, R^2 {f['r2']:.3f}")
     for mode, f in doc["analysis"]["linear"].items():
         if "slope" in f:
-            out.append(f"{mode}: CE = {f['slope']:.3f} {f['slope_ci']} x loss + {f['intercept']:.3f}, R^2 {f['r2']:.3f}")
+            out.append(f"{mode}: CE = {f['slope']:.3f} {_ci(f['slope_ci'])} x loss + {f['intercept']:.3f}, R^2 {f['r2']:.3f}")
+    for mode, m in doc["analysis"].get("matched", {}).items():
+        if "diff" in m:
+            out.append(f"{mode} - plain at held-out loss {m['loss_star']:.3f}: forgetting CE {m['diff']:+.3f} {_ci(m['ci'])}")
     return "\n".join(out)
 
 

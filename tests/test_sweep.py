@@ -151,8 +151,26 @@ def test_linear_and_matched_forgetting_on_known_data():
     lin = linear(plain)
     assert abs(lin["slope"] + 1.0) < 1e-9 and lin["r2"] > 0.999999 and lin["slope_ci"][0] <= -1.0 <= lin["slope_ci"][1]
     m = matched_ce(plain + reg, "both")
-    assert abs(m["diff"] + 0.5) < 1e-9 and m["ci"][0] <= -0.5 <= m["ci"][1] and m["loss_star"] == pytest.approx(0.9)
+    assert abs(m["diff"] + 0.5) < 1e-9 and m["ci"][0] <= -0.5 <= m["ci"][1]
+    assert m["loss_star"] == pytest.approx(0.85) and m["range"] == pytest.approx([0.7, 1.0])  # both arms reach 0.7-1.0
     assert "note" in matched_ce(plain, "both")
+
+
+def test_matched_forgetting_interpolates_inside_the_shared_range_and_never_extrapolates():
+    """A long plain run (CE curving up as the loss falls) against a regularised run that stops at a high loss: a
+    line through all plain points, extrapolated, would put plain below regularised; the shared range says otherwise."""
+    from harness.training.sweep_fit import matched_ce
+
+    plain = [_synthetic(4, s, ce=ce, loss=l) for s, l, ce in
+             ((25, 1.2, 3.3), (50, 0.9, 3.45), (100, 0.65, 3.5), (200, 0.4, 4.3), (400, 0.2, 5.1))]
+    reg = [_synthetic(4, s, ce=ce, loss=l, reg="both") for s, l, ce in ((25, 1.35, 2.97), (200, 1.1, 2.92))]
+    m = matched_ce(plain + reg, "both")
+    assert m["range"] == pytest.approx([1.1, 1.2]) and m["loss_star"] == pytest.approx(1.15)
+    plain_at = 3.45 + (3.3 - 3.45) * (1.15 - 0.9) / (1.2 - 0.9)
+    reg_at = 2.92 + (2.97 - 2.92) * (1.15 - 1.1) / (1.35 - 1.1)
+    assert m["diff"] == pytest.approx(reg_at - plain_at) and m["ci"][1] < 0
+    apart = [_synthetic(4, 25, ce=2.9, loss=1.5, reg="both"), _synthetic(4, 50, ce=2.9, loss=1.4, reg="both")]
+    assert "do not overlap" in matched_ce(plain + apart, "both")["note"]
 
 
 @pytest.mark.parametrize("kw, field", [({"ranks": [0]}, "--ranks"), ({"steps": []}, "--steps"),

@@ -207,10 +207,13 @@ def compare(points: list[dict], n_boot: int = N_BOOT) -> list[dict[str, Any]]:
 
 
 def matched_ce(points: list[dict], mode: str, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """CE(regularised) - CE(plain) at the same held-out loss L*, from the two arms' lines CE = m L + q.
+    """CE(regularised) - CE(plain) at the same held-out loss L*, inside the loss range both arms reach.
 
-    Both arms use the ranks the regularised one has; L* is the mean held-out loss of the regularised
-    checkpoints. The interval resamples chunks and held-out examples (one draw for all checkpoints).
+    Both arms use the ranks the regularised one has. L* is the middle of the overlap of the two arms'
+    held-out loss ranges, and each arm's CE at L* is interpolated linearly between its two checkpoints
+    either side (CE is far from linear in the loss over a long run, so a line fitted to one arm and
+    extrapolated to the other's range can say anything). No overlap: a note, no number. The interval
+    resamples chunks and held-out examples (one draw for all checkpoints), L* moving with each draw.
     """
     import numpy as np
 
@@ -220,19 +223,32 @@ def matched_ce(points: list[dict], mode: str, n_boot: int = N_BOOT) -> dict[str,
         return {"note": f"needs >= 2 checkpoints in each arm; have {len(regs)} {mode} and {len(plain)} plain"}
     wc, we = _draws(points, n_boot)
 
+    def overlap(xr, xp):
+        return max(xr.min(), xp.min()), min(xr.max(), xp.max())
+
     def at(x, y, lstar):
-        m, q = np.polyfit(x, y, 1)
-        return m * lstar + q
+        o = np.argsort(x)
+        return float(np.interp(lstar, x[o], y[o]))
+
+    def diff(xr, yr, xp, yp):
+        lo, hi = overlap(xr, xp)
+        if lo > hi:
+            return float("nan")
+        lstar = (lo + hi) / 2
+        return at(xr, yr, lstar) - at(xp, yp, lstar)
 
     xr, yr = np.array([_loss(p) for p in regs]), np.array([_ce(p) for p in regs])
     xp, yp = np.array([_loss(p) for p in plain]), np.array([_ce(p) for p in plain])
-    lstar = float(xr.mean())
-    est = at(xr, yr, lstar) - at(xp, yp, lstar)
+    lo, hi = overlap(xr, xp)
+    if lo > hi:
+        return {"note": f"the arms' held-out losses do not overlap ({mode} {xr.min():.3f}-{xr.max():.3f}, plain "
+                        f"{xp.min():.3f}-{xp.max():.3f}); compare the nearest checkpoints in the table"}
     xrb, yrb = np.array([_loss(p, we) for p in regs]).T, np.array([_ce(p, wc) for p in regs]).T
     xpb, ypb = np.array([_loss(p, we) for p in plain]).T, np.array([_ce(p, wc) for p in plain]).T
-    draws = [at(xrb[b], yrb[b], xrb[b].mean()) - at(xpb[b], ypb[b], xrb[b].mean()) for b in range(n_boot)]
-    return {"mode": mode, "loss_star": lstar, "diff": float(est), "ci": _pct(draws), "n_reg": len(regs),
-            "n_plain": len(plain), "ranks": sorted({p["rank"] for p in regs})}
+    draws = [diff(xrb[b], yrb[b], xpb[b], ypb[b]) for b in range(n_boot)]
+    return {"mode": mode, "loss_star": float((lo + hi) / 2), "range": [float(lo), float(hi)],
+            "diff": diff(xr, yr, xp, yp), "ci": _pct(draws), "n_reg": len(regs), "n_plain": len(plain),
+            "ranks": sorted({p["rank"] for p in regs})}
 
 
 def analyse(points: list[dict], base: dict) -> dict[str, Any]:

@@ -86,8 +86,10 @@ def fit_lines(doc: dict) -> list[str]:
         if "note" in m:
             md.append(f"- matched loss ({mode}): {m['note']}")
             continue
-        md.append(f"- at the same held-out loss L* = {m['loss_star']:.3f} (ranks {m['ranks']}), forgetting CE of "
-                  f"{mode} − plain = {m['diff']:+.3f} nats/token {_pair(m['ci'])}")
+        lo, hi = m.get("range", [m["loss_star"]] * 2)
+        md.append(f"- at the same held-out loss L* = {m['loss_star']:.3f} (ranks {m['ranks']}; the middle of "
+                  f"{lo:.3f}-{hi:.3f}, the range both arms reach; each arm's CE interpolated between its "
+                  f"checkpoints), forgetting CE of {mode} − plain = {m['diff']:+.3f} nats/token {_pair(m['ci'])}")
     return md
 
 
