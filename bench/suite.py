@@ -52,6 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.backends import hf_matmul  # noqa: E402
 from harness.pipeline.models import DEFAULT_PRETRAINED, local_folder  # noqa: E402
 
 
@@ -188,8 +189,6 @@ def matmul_flops(dtype_name: str, m: int = 4096, k: int = 640, n: int = 2048, se
                  mode: str = "ieee") -> float:
     """Measured FLOP/s of one matmul shape for about ``seconds`` (bf16 without native support is slow: fewer reps);
     ``mode``: fp32 products in IEEE or oneDNN's bf16 mode (harness/backends/hf_matmul.py)."""
-    from harness.backends import hf_matmul
-
     with hf_matmul.precision(mode):
         return _matmul_flops(dtype_name, m, k, n, seconds)
 
@@ -249,8 +248,6 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
                  + 3 * cfg.hidden_size * cfg.intermediate_size)
     body = per_layer * cfg.num_hidden_layers
     tok = AutoTokenizer.from_pretrained(folder)
-    from harness.backends import hf_matmul
-
     fp32, bf16 = matmul_flops("float32"), matmul_flops("bfloat16")
     split = matmul_flops("float32", mode="bf16") if hf_matmul.resolve("auto", "float32", "cpu") == "bf16" else fp32
     print(f"\n## 3. Physical limit (generation of both models; torch {torch.__version__}, {torch.get_num_threads()} threads)\n")

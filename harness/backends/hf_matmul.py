@@ -17,14 +17,12 @@ how many responses change.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Iterator
 
 MODES = ("auto", "ieee")
 TOLERANCE = 4.0  # the mode's error may be at most this many times fp32's own on the calibration product
-
-_measured: dict[str, dict[str, float]] = {}
-
 
 def available() -> bool:
     import torch
@@ -34,18 +32,21 @@ def available() -> bool:
 
 def calibrate() -> dict[str, float]:
     """Max errors of an fp32 product (256 x 640 by 640 x 1024, seeded) against float64: IEEE and the bf16 mode."""
-    if "errors" not in _measured:
-        import torch
+    return dict(_errors())
 
-        g = torch.Generator().manual_seed(0)
-        a, w = torch.randn(256, 640, generator=g), torch.randn(1024, 640, generator=g)
-        exact = a.double() @ w.double().T
-        errors = {}
-        for mode in ("ieee", "bf16"):
-            with precision(mode):
-                errors[mode] = float((torch.nn.functional.linear(a, w).double() - exact).abs().max())
-        _measured["errors"] = errors
-    return dict(_measured["errors"])
+
+@functools.cache
+def _errors() -> dict[str, float]:  # measured once per process
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a, w = torch.randn(256, 640, generator=g), torch.randn(1024, 640, generator=g)
+    exact = a.double() @ w.double().T
+    errors = {}
+    for mode in ("ieee", "bf16"):
+        with precision(mode):
+            errors[mode] = float((torch.nn.functional.linear(a, w).double() - exact).abs().max())
+    return errors
 
 
 def resolve(requested: str, dtype: str, device: str | None = None) -> str:

@@ -223,32 +223,26 @@ def matched_ce(points: list[dict], mode: str, n_boot: int = N_BOOT) -> dict[str,
         return {"note": f"needs >= 2 checkpoints in each arm; have {len(regs)} {mode} and {len(plain)} plain"}
     wc, we = _draws(points, n_boot)
 
-    def overlap(xr, xp):
-        return max(xr.min(), xp.min()), min(xr.max(), xp.max())
-
     def at(x, y, lstar):
         o = np.argsort(x)
         return float(np.interp(lstar, x[o], y[o]))
 
-    def diff(xr, yr, xp, yp):
-        lo, hi = overlap(xr, xp)
-        if lo > hi:
-            return float("nan")
-        lstar = (lo + hi) / 2
-        return at(xr, yr, lstar) - at(xp, yp, lstar)
+    def matched(xr, yr, xp, yp):
+        """(lo, hi, CE difference at the middle of the shared loss range [lo, hi]; nan when lo > hi)."""
+        lo, hi = float(max(xr.min(), xp.min())), float(min(xr.max(), xp.max()))
+        return lo, hi, (at(xr, yr, (lo + hi) / 2) - at(xp, yp, (lo + hi) / 2) if lo <= hi else float("nan"))
 
     xr, yr = np.array([_loss(p) for p in regs]), np.array([_ce(p) for p in regs])
     xp, yp = np.array([_loss(p) for p in plain]), np.array([_ce(p) for p in plain])
-    lo, hi = overlap(xr, xp)
+    lo, hi, est = matched(xr, yr, xp, yp)
     if lo > hi:
         return {"note": f"the arms' held-out losses do not overlap ({mode} {xr.min():.3f}-{xr.max():.3f}, plain "
                         f"{xp.min():.3f}-{xp.max():.3f}); compare the nearest checkpoints in the table"}
     xrb, yrb = np.array([_loss(p, we) for p in regs]).T, np.array([_ce(p, wc) for p in regs]).T
     xpb, ypb = np.array([_loss(p, we) for p in plain]).T, np.array([_ce(p, wc) for p in plain]).T
-    draws = [diff(xrb[b], yrb[b], xpb[b], ypb[b]) for b in range(n_boot)]
-    return {"mode": mode, "loss_star": float((lo + hi) / 2), "range": [float(lo), float(hi)],
-            "diff": diff(xr, yr, xp, yp), "ci": _pct(draws), "n_reg": len(regs), "n_plain": len(plain),
-            "ranks": sorted({p["rank"] for p in regs})}
+    draws = [matched(xrb[b], yrb[b], xpb[b], ypb[b])[2] for b in range(n_boot)]
+    return {"mode": mode, "loss_star": (lo + hi) / 2, "range": [lo, hi], "diff": est, "ci": _pct(draws),
+            "n_reg": len(regs), "n_plain": len(plain), "ranks": sorted({p["rank"] for p in regs})}
 
 
 def analyse(points: list[dict], base: dict) -> dict[str, Any]:
