@@ -132,31 +132,12 @@ def peak_rss(mode: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, default=16, help="examples per task (default 16: 2 tasks x 7 conjugates)")
-    ap.add_argument("--tiny", action="store_true", help="use the tiny random Llama (fast smoke run)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip-serve", action="store_true", help="leave out openai -> vllm serve")
-    ap.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS subprocesses")
-    ap.add_argument("--skip-overhead", action="store_true", help="leave out harness end-to-end / raw LLM.generate")
-    args = ap.parse_args()
-
+def throughput(ms: ModelSpec, groups, skip_serve: bool):
+    """Section 1: tokens/s of each hf variant, vllm in-process and (unless skipped) vllm serve; the vllm backend,
+    still open, for section 2."""
     from harness.backends.hf import HFBackend
     from harness.backends.vllm import VLLMBackend
 
-    if args.tiny:
-        from harness.training.tiny import build_tiny_llama
-
-        ms = ModelSpec(name="tiny", model=str(build_tiny_llama(Path(tempfile.gettempdir()) / "conjugate-bench-tiny")))
-    else:
-        ms = DEFAULT_PRETRAINED
-    spec, groups = workload(ms, args.limit)
-    n_prompts = sum(len(p) for _, p in groups.values())
-    print(f"model: {ms.name}  prompts: {n_prompts} unique  sampling groups: "
-          f"{', '.join(f'{s.max_new_tokens} tok' for s, _ in groups.values())}", flush=True)
-
-    # 1. tokens/s --------------------------------------------------------------------
     rows, texts = [], {}
     for label, options, batch in (("hf before (decode=generate: transformers' generate, batch 32)",
                                    {"decode": "generate", "fp32_matmul": "ieee"}, 32),
@@ -178,7 +159,7 @@ def main() -> int:
     t, texts["vllm"] = generate_all(v, groups, VLLMBackend.default_batch_size)
     rows.append(("vllm in-process", t, count_tokens(tok, texts["vllm"])))
 
-    if not args.skip_serve:
+    if not skip_serve:
         from harness.backends.openai import OpenAIBackend
 
         o = OpenAIBackend(ModelSpec(**{**ms.to_dict(), "backend": "openai", "options": {"server": "auto"}}))
@@ -198,13 +179,11 @@ def main() -> int:
         if name != "hf" and texts[name] is not texts["hf"]:
             same = sum(a == b for a, b in zip(texts[name], texts["hf"]))
             print(f"   {name} output == hf output: {same}/{len(texts['hf'])}")
+    return v
 
-    if args.skip_overhead:
-        v.close()
-        return 0
 
-    # 2. harness end-to-end / raw LLM.generate ---------------------------------------------
-
+def overhead(v, ms: ModelSpec, spec: RunSpec, groups, n_prompts: int, repeats: int) -> None:
+    """Section 2: harness end-to-end / raw LLM.generate on the same engine, alternating, best of ``repeats``."""
     from harness.backends.vllm import _params
 
     llm, enc = v.engine.llm, v.encoder
@@ -227,16 +206,44 @@ def main() -> int:
             return dt
 
     raw_t, harness_t = [], []
-    for i in range(args.repeats):
+    for i in range(repeats):
         for name in (("raw", "harness") if i % 2 == 0 else ("harness", "raw")):
             (raw_t if name == "raw" else harness_t).append(raw() if name == "raw" else harness_run())
     print("\n2. harness end-to-end / raw LLM.generate (vllm, same engine, best of "
-          f"{args.repeats}, alternating)")
+          f"{repeats}, alternating)")
     print(f"   raw LLM.generate {min(raw_t):.2f} s   harness run() {min(harness_t):.2f} s   "
           f"ratio {min(harness_t) / min(raw_t):.3f} (target <= 1.05)")
     print(f"   all timings: raw {', '.join(f'{x:.2f}' for x in raw_t)}; harness {', '.join(f'{x:.2f}' for x in harness_t)}")
-    v.close()
-    del v, llm
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--limit", type=int, default=16, help="examples per task (default 16: 2 tasks x 7 conjugates)")
+    ap.add_argument("--tiny", action="store_true", help="use the tiny random Llama (fast smoke run)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-serve", action="store_true", help="leave out openai -> vllm serve")
+    ap.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS subprocesses")
+    ap.add_argument("--skip-overhead", action="store_true", help="leave out harness end-to-end / raw LLM.generate")
+    args = ap.parse_args()
+
+    if args.tiny:
+        from harness.training.tiny import build_tiny_llama
+
+        ms = ModelSpec(name="tiny", model=str(build_tiny_llama(Path(tempfile.gettempdir()) / "conjugate-bench-tiny")))
+    else:
+        ms = DEFAULT_PRETRAINED
+    spec, groups = workload(ms, args.limit)
+    n_prompts = sum(len(p) for _, p in groups.values())
+    print(f"model: {ms.name}  prompts: {n_prompts} unique  sampling groups: "
+          f"{', '.join(f'{s.max_new_tokens} tok' for s, _ in groups.values())}", flush=True)
+
+    v = throughput(ms, groups, args.skip_serve)
+    try:
+        if not args.skip_overhead:
+            overhead(v, ms, spec, groups, n_prompts, args.repeats)
+    finally:
+        v.close()
+    del v
 
     # 3. peak RSS ----------------------------------------------------------------------
     if not args.skip_rss and not args.tiny:
