@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -235,6 +236,74 @@ def test_backend_class_without_loglikelihood_is_not_opened_for_the_probe(tiny_sp
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert not opened and manifest["backends"] == {}
     assert manifest["probe"]["pretrained"]["skipped"] == "backend 'hf-generate-only' does not support loglikelihood"
+
+
+def _ordered(log: list, fail: str | None = None):
+    """The real hf backend, logging its calls in order; ``fail``: generation fails on prompts containing it."""
+    from harness.backends.hf import HFBackend
+
+    class Ordered(HFBackend):
+        def generate(self, prompts, sampling):
+            log.append(("generate", list(prompts)))
+            if fail and any(fail in p for p in prompts):
+                raise RuntimeError("generation exploded")
+            return super().generate(prompts, sampling)
+
+        def loglikelihood(self, requests):
+            log.append(("loglikelihood", sorted({c for c, _ in requests})))
+            return super().loglikelihood(requests)
+
+    return Ordered
+
+
+def test_probe_runs_alongside_generation_from_the_kept_prefills(tiny_spec_kwargs):
+    """Each generation batch's prompts are probed right after it, so a prefix store that holds only about one
+    batch of prefills still serves every probe context (scored after all generation, most would be evicted)."""
+    from transformers import AutoTokenizer
+
+    from harness.pipeline.models import ModelSpec
+
+    kw = {**tiny_spec_kwargs, "batch_size": 2}
+    for role in ("pretrained", "finetuned"):
+        ms = kw[role]
+        kw[role] = ModelSpec(name=ms.name, model=ms.model, bos=ms.bos, options={"prefix_cache_mb": 0.4})
+    spec = RunSpec(transforms=["identity"], limit=8, **kw)
+    log: list = []
+    cls = _ordered(log)
+    run_dir = run(spec, progress=False, backend_factory=lambda ms: cls(ms))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    samples = [s for s in read_jsonl(run_dir / "samples.jsonl") if s["model"] == "pretrained"]
+    n = len(samples)
+    cfg = json.loads((Path(spec.pretrained.model) / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(spec.pretrained.model)
+    per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+    kept = sum(len(tok(s["transformed_prompt"]).input_ids) for s in samples) * per_token
+    assert kept > 3 * 0.4 * 2**20  # the run's prefills are over three times the store (one batch fits)
+    for role in ("pretrained", "finetuned"):
+        c, b = manifest["probe"][role], manifest["backends"][role]
+        assert c["computed"] == c["unique"] == c["alongside_generation"] == 2 * n and c["cached"] == 0
+        assert b["prefix_hits"] == 2 * n and b["prefix_misses"] == 0  # both continuations of every prompt
+    calls = log[: len(log) // 2]  # the pretrained model's calls (a backend per model, one after the other)
+    assert [k for k, _ in calls] == ["generate", "loglikelihood"] * (n // 2)
+    for (_, prompts), (_, contexts) in zip(calls[::2], calls[1::2]):
+        assert contexts == sorted(set(prompts))  # the prompts just generated from, and only those
+
+
+def test_failed_generations_are_not_probed_alongside(tiny_spec_kwargs):
+    spec = RunSpec(transforms=["identity"], limit=8, **{**tiny_spec_kwargs, "batch_size": 2})
+    log: list = []
+    cls = _ordered(log, fail="What is")
+    run_dir = run(spec, progress=False, backend_factory=lambda ms: cls(ms))
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    failed = [s for s in samples if s["error"]]
+    assert failed and all("generation exploded" in s["error"] and s["probe"] is None for s in failed)
+    assert all(s["probe"] is not None for s in samples if not s["error"])
+    scored = {c for kind, contexts in log if kind == "loglikelihood" for c in contexts}
+    assert scored and not scored & {s["transformed_prompt"] for s in failed}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    c = manifest["probe"]["pretrained"]
+    assert c["samples"] == c["probed"] == sum(1 for s in samples if s["model"] == "pretrained" and not s["error"])
+    assert c["failed"] == 0 and c["computed"] == c["alongside_generation"] == 2 * c["samples"]
 
 
 class _Flaky(_Counting):

@@ -41,6 +41,10 @@ from harness.pipeline.cache import GENERATIONS, LOGLIKELIHOODS, GenerationCache,
 from harness.types import Failed, Sampling
 
 
+#: ``after_batch(backend, requests, results)`` of :meth:`Executor.run`
+AfterBatch = Callable[[Backend, list[Any], list[Any]], None]
+
+
 class Unsupported(Exception):
     """The backend cannot serve this kind of request (the message says why)."""
 
@@ -247,33 +251,52 @@ class Executor:
             uniq.setdefault(k, r)
         return Job(kind, keys, uniq, self._get(kind, uniq))
 
-    def run(self, job: Job, backend: Callable[[], Backend], desc: str = "") -> Outcome:
+    def run(self, job: Job, backend: Callable[[], Backend], desc: str = "", after_batch: AfterBatch | None = None,
+            out: Outcome | None = None) -> Outcome:
         """Fill ``job``'s missing results; ``backend`` opens the backend (called only if something is missing).
 
         ``backend`` may raise :class:`Unsupported`; the outcome then records it
         as ``skipped``. Other exceptions (a backend that cannot be loaded,
         Ctrl-C) propagate; batches committed until then stay cached.
+        ``after_batch(backend, requests, results)``: called once each computed batch is committed (results are
+        values or :class:`Failed`); the probe scores the prompts a batch has just generated from there, while
+        the backend still keeps their prefills. ``out``: an outcome some of whose requests were computed already
+        (by :meth:`run_keys`); they are not asked again.
         """
         kind = job.kind
-        if job.missing:  # the other model may have just computed them (same weights and options)
-            job.hits.update(self._get(kind, job.missing))
-        out = Outcome(job, values=dict(job.hits))
-        if not job.missing:
+        out = Outcome(job) if out is None else out
+        left = [k for k in job.missing if k not in out.values and k not in out.errors]
+        if left:  # the other model may have just computed them (same weights and options)
+            job.hits.update(self._get(kind, left))
+        out.values.update(job.hits)
+        left = [k for k in left if k not in job.hits]
+        if not left:
             return out
         try:
             b = backend()
             why = b.unsupported(kind.name)
             if why is not None:
                 raise Unsupported(why)
-            with _progress(len(job.missing), desc, kind.unit, self.progress) as bar:
+            with _progress(len(left), desc, kind.unit, self.progress) as bar:
                 for batch in self.batches(job):
+                    batch = [k for k in batch if k not in out.values and k not in out.errors]
                     todo = self._not_cached_yet(job, batch, out)
                     if todo:
-                        self._run_batch(b, job, todo, out)
+                        results = self._run_batch(b, job, todo, out)
+                        if after_batch is not None:
+                            after_batch(b, [job.uniq[k] for k in todo], results)
                     bar.update(len(batch))
         except Unsupported as exc:
             out.skipped = str(exc)
         return out
+
+    def run_keys(self, job: Job, backend: Backend, keys: Sequence[str], out: Outcome) -> None:
+        """Compute ``keys`` of ``job`` now (in batches, not those cached since), into ``out``: a part of
+        :meth:`run` ahead of it (``run(job, ..., out=out)`` then asks only for the rest)."""
+        for cut in self._cut(job.kind, job, [k for k in keys if k not in out.values and k not in out.errors]):
+            todo = self._not_cached_yet(job, cut, out)
+            if todo:
+                self._run_batch(backend, job, todo, out)
 
     def batches(self, job: Job) -> Iterator[list[str]]:
         """Missing keys in batches: per group, in :attr:`order`, cut over *all* unique requests (resumes batch alike)."""
@@ -312,8 +335,10 @@ class Executor:
         out.values.update(fresh)
         return [k for k in batch if k not in fresh]
 
-    def _run_batch(self, backend: Backend, job: Job, batch: list[str], out: Outcome) -> None:
-        self._commit(job, batch, ask(job.kind, backend, [job.uniq[k] for k in batch]), out)
+    def _run_batch(self, backend: Backend, job: Job, batch: list[str], out: Outcome) -> list[Any]:
+        results = ask(job.kind, backend, [job.uniq[k] for k in batch])
+        self._commit(job, batch, results, out)
+        return results
 
     def _commit(self, job: Job, batch: list[str], results: list[Any], out: Outcome) -> None:
         """One batch's results into ``out``; the successes committed to the cache (failures are never cached)."""

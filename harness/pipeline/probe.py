@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from harness.backend import Backend
-from harness.pipeline.execute import LOGLIKELIHOOD, Executor, Job, Loglikelihood
+from harness.pipeline.execute import LOGLIKELIHOOD, Executor, Job, Loglikelihood, Outcome, Unsupported
 from harness.pipeline.plan import forward_continuations
 from harness.types import Failed, Sample
 
@@ -103,18 +103,69 @@ def lookup(executor: Executor, samples: Sequence[Sample], conts: dict[int, dict[
     return executor.lookup(LOGLIKELIHOOD, requests(samples, conts)[1])
 
 
+class Alongside:
+    """The probe scored alongside generation: after each generation batch, the probe requests of the prompts it
+    has just generated from (an ``after_batch`` of :meth:`Executor.run`).
+
+    The hf backend keeps each generated prompt's prefill in a bounded store, and the probe's two continuations
+    then cost a few decode steps instead of a prefill. Scored only after all generation, the prefills of a
+    large run (``--limit 100``: ~1,000 prompts, ~7 GB of keys and values) are long evicted. Prompts whose
+    generation failed are not probed (as :func:`probe_model` would not). The rest of the probe (prompts whose
+    generation came from the cache) runs in :func:`probe_model`, which reports both parts as one.
+    """
+
+    def __init__(self, executor: Executor, job: Job, backend: Callable[[], Backend]) -> None:
+        self.executor, self.job, self.backend = executor, job, backend
+        self.out = Outcome(job)
+        self.by_prompt: dict[str, list[str]] = {}
+        for k in job.missing:
+            self.by_prompt.setdefault(job.uniq[k].context, []).append(k)
+        self.seconds = 0.0
+        self.off: str | None = None  # why the backend cannot serve it (the rest of the probe then says so too)
+
+    def __call__(self, _backend: Backend, generated: list[Any], results: list[Any]) -> None:
+        keys = [k for r, res in zip(generated, results) if not isinstance(res, Failed)
+                for k in self.by_prompt.pop(r.prompt, [])]
+        if not keys or self.off is not None:
+            return
+        started = time.time()
+        try:
+            b = self.backend()
+            self.off = b.unsupported(LOGLIKELIHOOD.name)
+            if self.off is None:
+                self.executor.run_keys(self.job, b, keys, self.out)
+        except Unsupported as exc:
+            self.off = str(exc)
+        finally:
+            self.seconds += time.time() - started
+
+    def part(self, job: Job) -> tuple[Job, Outcome]:
+        """``job`` (the probe looked up after generation) continuing this part: what was computed or failed here
+        is this part's result, not a cache hit of ``job`` (the manifest counts it as computed)."""
+        here = {k for k in self.out.values if k not in self.job.hits} | set(self.out.errors)
+        job = Job(job.kind, job.keys, job.uniq, {k: v for k, v in job.hits.items() if k not in here})
+        values = {k: self.out.values[k] for k in job.uniq if k in here and k in self.out.values}
+        errors = {k: e for k, e in self.out.errors.items() if k in job.uniq}
+        return job, Outcome(job, values=values, errors=errors, computed=len(values))
+
+
 def probe_model(label: str, executor: Executor, samples: Sequence[Sample], conts: dict[int, dict[str, str]],
-                backend: Callable[[], Backend], progress_desc: str = "") -> tuple[dict[str, Any], list[str]]:
+                backend: Callable[[], Backend], progress_desc: str = "",
+                alongside: Alongside | None = None) -> tuple[dict[str, Any], list[str]]:
     """Fill ``probe`` of one model's samples from the cache or the backend; return (counts, notes).
 
     ``label`` names the model in notes (``pretrained (gemma-3-270m)``). Samples
-    whose generation failed get no probe. Never raises except on Ctrl-C.
+    whose generation failed get no probe. ``alongside``: the part already scored
+    during generation. Never raises except on Ctrl-C.
     """
-    started = time.time()
+    started = time.time() - (alongside.seconds if alongside else 0.0)
     todo, reqs = requests(samples, conts)
     notes: list[str] = []
     try:
-        outcome = executor.run(executor.lookup(LOGLIKELIHOOD, reqs), backend, progress_desc)
+        job, out = executor.lookup(LOGLIKELIHOOD, reqs), None
+        if alongside is not None:  # its requests and results, less those of samples whose generation failed since
+            job, out = alongside.part(job)
+        outcome = executor.run(job, backend, progress_desc, out=out)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a cache or bookkeeping failure: the run goes on without this model's probe
@@ -134,4 +185,6 @@ def probe_model(label: str, executor: Executor, samples: Sequence[Sample], conts
                      f"retries them).")
     counts = {"samples": len(todo), **outcome.counts, "probed": sum(1 for s in todo if s.probe is not None),
               "seconds": round(time.time() - started, 2)}
+    if alongside is not None:
+        counts["alongside_generation"] = alongside.out.computed
     return counts, notes

@@ -158,26 +158,33 @@ def model_work(role: str, p: Plan, mkey: dict, cache: GenerationCache, req: Requ
 
 
 def run_model(w: ModelWork, p: Plan, pool: BackendPool, req: Requests, log: Log | None) -> None:
-    """One model: generate, score the choices, then probe (its backend, if opened, still open)."""
+    """One model: generate (probing each batch's prompts right after it), score the choices, then the rest of the
+    probe (its backend, if opened, still open)."""
     role, name = w.role, w.spec.name
     started = time.time()
-    out = w.executor.run(w.generate, pool.opener(role, "generate"), f"{role}: {name}")
+    alongside = None
+    if w.probe is not None and w.probe.missing and p.spec.executor == "local":
+        alongside = probing.Alongside(w.executor, w.probe, pool.opener(role, "loglikelihood", quiet=True))
+        if log:
+            log(f"probe {role}: scoring up to {len(w.probe.missing)} continuations (alongside generation)")
+    out = w.executor.run(w.generate, pool.opener(role, "generate"), f"{role}: {name}", after_batch=alongside)
     apply_generations(w.generated, out)
     c = out.counts
+    spent = time.time() - started - pool.load_seconds.get(role, 0.0) - (alongside.seconds if alongside else 0.0)
     req.info["generation"][role] = {"prompts": c["requests"], "unique_prompts": c["unique"], "cached": c["cached"],
-                                    "generated": c["computed"], "failed": c["failed"],
-                                    "seconds": round(time.time() - started - pool.load_seconds.get(role, 0.0), 2)}
+                                    "generated": c["computed"], "failed": c["failed"], "seconds": round(spent, 2)}
     if w.chosen:
         out = w.executor.run(w.choices, pool.opener(role, "loglikelihood"), f"choices {role}: {name}")
         choice.apply(w.chosen, req.choice_conts, out)
         req.info["choices"][role] = {"samples": len(w.chosen), **out.counts}
     if w.probe is None:
         return
-    if log and w.probe.missing:
+    if log and w.probe.missing and alongside is None:
         log(f"probe {role}: scoring up to {len(w.probe.missing)} continuations")
     mine = [s for s in p.samples if s.model == role]
     counts, notes = probing.probe_model(f"{role} ({name})", w.executor, mine, req.probe_conts,
-                                        pool.opener(role, "loglikelihood", quiet=True), f"probe {role}: {name}")
+                                        pool.opener(role, "loglikelihood", quiet=True), f"probe {role}: {name}",
+                                        alongside)
     req.info["probe"][role] = counts
     p.notes.extend(notes)
     if log and counts.get("computed"):
