@@ -1,10 +1,10 @@
 """The inference path against its goals (issue 14), side by side in one run.
 
-Usage: ``python bench/suite.py [--limit 20] [--repeats 3] [--sides before,after] [--skip-e2e] [--skip-lmeval] [--ll-requests 160]``
+Usage: ``python bench/suite.py [--limit 20 | --preset paper] [--repeats 3] [--sides before,after] [--skip-e2e] [--skip-lmeval] [--ll-requests 160]``
 
 Prints, for the machine it runs on:
 
-1. **End to end** (``--limit``, default 20: README command 1): ``conjugate run`` as
+1. **End to end** (``--limit``, default 20: README command 1; or ``--preset paper``): ``conjugate run`` as
    a subprocess with a fresh generation cache and results folder, probe on, the
    default pair, twice per repeat: *before* (the inference path as it was when
    issue 14 was filed: ``--batch-size 32 --backend-option decode=generate
@@ -92,7 +92,8 @@ SIDES = {
 }
 
 
-def end_to_end(limit: int, repeats: int, work: Path, keys: list[str]) -> dict:
+def end_to_end(size: list[str], repeats: int, work: Path, keys: list[str]) -> dict:
+    """``size``: the run's size arguments (``--limit N`` or ``--preset paper``)."""
     sides = {SIDES[k][0]: SIDES[k][1] for k in keys}
     times: dict[str, list[float]] = {k: [] for k in sides}
     manifests: dict[str, dict] = {}
@@ -102,13 +103,13 @@ def end_to_end(limit: int, repeats: int, work: Path, keys: list[str]) -> dict:
         order = list(sides) if r % 2 == 0 else list(sides)[::-1]
         for name in order:
             d = work / f"e2e-{r}-{keys[list(sides).index(name)]}"
-            t = conjugate(["--limit", str(limit), *sides[name]], d / "gen.sqlite", d / "results")
+            t = conjugate([*size, *sides[name]], d / "gen.sqlite", d / "results")
             times[name].append(t)
             run = d / "results" / "bench"
             manifests[name] = json.loads((run / "manifest.json").read_text())
             views[name], probes[name] = samples_view(run), probe_values(run)
             print(f"  repeat {r + 1} {name}: {t:.1f} s", flush=True)
-    print(f"\n## 1. End to end: conjugate run --limit {limit}, fresh generation cache, probe on\n")
+    print(f"\n## 1. End to end: conjugate run {' '.join(size)}, fresh generation cache, probe on\n")
     print("| Side | Wall s (median) | Runs | Generation s pt / ft | Probe s pt / ft | Probe / generation |")
     print("|---|---|---|---|---|---|")
     for name in sides:
@@ -233,7 +234,7 @@ def workload(spec, tok) -> dict:
             "gen_tokens": sum(seen.values())}
 
 
-def physical_limit(manifest: dict | None, limit: int) -> None:
+def physical_limit(manifest: dict | None, limit: int, preset: str | None = None) -> None:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -255,8 +256,10 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
           f"prompt tokens, body + head for generated ones; attention ignored); matmul [4096x640]@[640x2048]: "
           f"fp32 {fp32 / 1e9:.0f} GFLOP/s, fp32 in the mode fp32_matmul=auto uses {split / 1e9:.0f} GFLOP/s, "
           f"bf16 {bf16 / 1e9:.0f} GFLOP/s\n")
-    runs = [(f"--limit {limit}", RunSpec(limit=limit)), ("--limit 100", RunSpec(limit=100)),
-            ("--preset paper", RunSpec.from_yaml(preset_path("paper")))]
+    measured = (f"--preset {preset}", RunSpec.from_yaml(preset_path(preset))) if preset else \
+        (f"--limit {limit}", RunSpec(limit=limit))
+    runs = [measured] + [r for r in [("--limit 100", RunSpec(limit=100)),
+                                     ("--preset paper", RunSpec.from_yaml(preset_path("paper")))] if r[0] != measured[0]]
     rate = None
     if manifest:  # the measured run's effective FLOP/s, counting the prompt tokens it did compute
         w = workload(runs[0][1], tok)
@@ -273,7 +276,7 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
         print(f"| {name} | {w['prompts']} | {w['prompt_tokens']} ({w['unique_tokens']}) | {w['gen_tokens']} | "
               f"{flops / 1e12:.1f} | {flops / fp32:.0f} | {flops / split:.0f} | {flops / bf16:.0f} | {proj} |")
     if manifest and rate:
-        print(f"\nmeasured generation of the --limit {limit} run (both models): {gen_s:.0f} s, "
+        print(f"\nmeasured generation of the {measured[0]} run (both models): {gen_s:.0f} s, "
               f"{rate / 1e9:.0f} GFLOP/s effective = {rate / fp32:.0%} of the IEEE fp32 matmul rate, {rate / split:.0%} of "
               f"the rate of the mode fp32_matmul=auto uses")
 
@@ -281,6 +284,8 @@ def physical_limit(manifest: dict | None, limit: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--preset", help="section 1 runs this shipped run spec (paper: the paper-size ICL-vs-IF suite) "
+                    "instead of --limit")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -297,10 +302,11 @@ def main() -> int:
     manifest = None
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_e2e:
-            manifest = end_to_end(args.limit, args.repeats, Path(tmp), keys)["manifest"]
+            size = ["--preset", args.preset] if args.preset else ["--limit", str(args.limit)]
+            manifest = end_to_end(size, args.repeats, Path(tmp), keys)["manifest"]
     if not args.skip_lmeval:
         loglikelihood_throughput(args.limit, args.ll_requests, args.batch_size)
-    physical_limit(manifest, args.limit)
+    physical_limit(manifest, args.limit, args.preset)
     return 0
 
 

@@ -18,14 +18,11 @@ from typing import Sequence
 from harness.backend import Backend
 from harness.errors import ModelLoadError
 from harness.pipeline.models import ModelSpec, hub_commit, local_folder
-from harness.backends import hf_decode, hf_matmul
+from harness.backends import hf_decode, hf_loglik, hf_matmul
 from harness.backends.hf_head import GreedyHead
-from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, continue_batch, keep_prefills
+from harness.backends.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixStore, keep_prefills
 from harness.backends.prompting import PromptEncoder, decide_bos, truncate_at_stop
 from harness.types import Sampling
-
-
-LOGIT_CHUNK = 512  # continuation positions per LM-head call
 
 
 def _dtype(name: str):
@@ -252,71 +249,18 @@ class HFBackend(Backend):
             for i, p in zip(fresh, made):
                 found[i] = p
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        miss = [i for i, f in enumerate(found) if f is None]
-        if miss:
-            for i, r in zip(miss, self._ll_full([pairs[i] for i in miss])):
-                results[i] = r
-        hit = [i for i, f in enumerate(found) if f is not None]
-        per_token = hf_decode.kv_bytes_per_token(self.model)
-        for group in hf_decode.groups([found[i].length for i in hit], max(len(pairs[i][1]) for i in hit) if hit else 0,
-                                      per_token):
-            rows = [hit[g] for g in group]
-            for i, r in zip(rows, self._ll_prefixed([pairs[i] for i in rows], [found[i] for i in rows])):
-                results[i] = r
+        for todo, fn in (([i for i, f in enumerate(found) if f is None], self._ll_full),
+                         ([i for i, f in enumerate(found) if f is not None], self._ll_prefixed)):
+            if todo:
+                for i, r in zip(todo, fn([pairs[i] for i in todo], [found[i] for i in todo])):
+                    results[i] = r
         return results  # type: ignore[return-value]
 
-    def _ll_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        import torch
-
-        # the model reads (context + continuation)[:-1]; choices of one token after the same context share a row
-        inputs = list(dict.fromkeys(tuple(ctx + cont[:-1]) for ctx, cont in pairs))
-        row_of = {x: i for i, x in enumerate(inputs)}
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
-        for i, x in enumerate(inputs):
-            ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[i, : len(x)] = 1
-        rows, pos = [], []
-        for ctx, cont in pairs:
-            rows += [row_of[tuple(ctx + cont[:-1])]] * len(cont)
-            pos += range(len(ctx) - 1, len(ctx) + len(cont) - 1)
-        with torch.inference_mode():
-            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-            return self._score(hidden, rows, pos, [cont for _, cont in pairs])
+    def _ll_full(self, pairs: list[tuple[list[int], list[int]]], _prefills: list) -> list[tuple[float, bool]]:
+        return hf_loglik.full(self.model, pairs, self.pad_id, self._logits)
 
     def _ll_prefixed(self, pairs: list[tuple[list[int], list[int]]], prefills: list) -> list[tuple[float, bool]]:
-        """Feed each context's last token and the continuation after the context's kept prefill."""
-        import torch
-
-        inputs = [ctx[-1:] + cont[:-1] for ctx, cont in pairs]
-        rows, pos = [], []
-        for i, (_, cont) in enumerate(pairs):
-            rows += [i] * len(cont)
-            pos += range(len(cont))
-        with torch.inference_mode():
-            hidden = continue_batch(self.model, prefills, inputs, self.pad_id)
-            return self._score(hidden, rows, pos, [cont for _, cont in pairs])
-
-    def _score(self, hidden, rows: list[int], pos: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
-        """Sum of log p(continuation token) at (row, position) of ``hidden``, and whether each was the argmax."""
-        import torch
-
-        h = hidden[torch.tensor(rows, device=self.device), torch.tensor(pos, device=self.device)]
-        target = [t for cont in conts for t in cont]
-        target_t = torch.tensor(target, device=self.device)
-        lp, hit = [], []
-        for a in range(0, len(target), LOGIT_CHUNK):  # Gemma's vocabulary has 262k entries: bound the memory
-            logp = torch.log_softmax(self._logits(h[a : a + LOGIT_CHUNK]), dim=-1)
-            t = target_t[a : a + LOGIT_CHUNK]
-            lp.append(logp.gather(1, t[:, None])[:, 0])
-            hit.append(logp.argmax(-1) == t)
-        lp_all, hit_all = torch.cat(lp).tolist(), torch.cat(hit).tolist()
-        results, i = [], 0
-        for cont in conts:
-            results.append((float(sum(lp_all[i : i + len(cont)])), all(hit_all[i : i + len(cont)])))
-            i += len(cont)
-        return results
+        return hf_loglik.after_prefills(self.model, pairs, prefills, self.pad_id, self._logits)
 
     def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token IDs of context and continuation; an empty context is the BOS (or EOS) token, as in lm-eval."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from harness.backends.prefix import Prefill, PrefixStore, assemble_cache, continue_batch
+from harness.backends.prefix import InPlace, Prefill, PrefixStore, assemble_cache, continue_batch
 
 PREFILL_TOKENS = 4096  # padded tokens per prefill forward pass
 MIN_STEM = 8  # a prefix shared by several prompts is computed once from this many tokens on
@@ -190,43 +190,6 @@ def groups(lengths: Sequence[int], max_new: int, per_token: int) -> list[list[in
     return out
 
 
-class _Buffered:
-    """In-place key/value buffers behind a transformers cache's layers (no ``torch.cat`` per step).
-
-    ``cache`` comes from :func:`~harness.backends.prefix.assemble_cache` with ``extra`` positions to spare.
-    """
-
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-        self.buffers = cache.buffers
-        for i, layer in enumerate(cache.layers):
-            self._bind(layer, i, layer.keys.shape[2])
-
-    def _bind(self, layer: Any, index: int, length: int) -> None:
-        owner, state = self, {"len": length}
-        layer.keys, layer.values = (b[:, :, :length] for b in self.buffers[index])
-
-        def update(key_states, value_states, *args, **kwargs):
-            kb, vb = owner.buffers[index]
-            a, b = state["len"], state["len"] + key_states.shape[-2]
-            kb[:, :, a:b] = key_states
-            vb[:, :, a:b] = value_states
-            state["len"] = b
-            if hasattr(layer, "cumulative_length"):
-                layer.cumulative_length += key_states.shape[-2]
-            layer.keys, layer.values = kb[:, :, :b], vb[:, :, :b]
-            return layer.keys, layer.values
-
-        layer.update = update
-
-    def select(self, rows: Any) -> None:
-        """Keep only batch ``rows`` (a long tensor) of every buffer."""
-        for i, layer in enumerate(self.cache.layers):
-            n = layer.keys.shape[2]
-            self.buffers[i] = [b.index_select(0, rows) for b in self.buffers[i]]
-            layer.keys, layer.values = (b[:, :, :n] for b in self.buffers[i])
-
-
 def decode_group(model: Any, prefills: list[Prefill], last: list[int], max_new: int, eos: set[int],
                  stopped: Callable[[list[int]], bool], head: Callable[[Any], Any] | None = None) -> list[list[int]]:
     """Greedy continuations of the prompts ``prefills[i]`` + ``last[i]``: token IDs, ending at EOS if reached.
@@ -241,7 +204,7 @@ def decode_group(model: Any, prefills: list[Prefill], last: list[int], max_new: 
     device = next(model.parameters()).device
     n, longest = len(prefills), max(p.length for p in prefills)
     cache = assemble_cache(model, prefills, longest, extra=max_new)
-    buffered = _Buffered(cache)
+    buffered = InPlace(cache)
     mask = torch.zeros((n, longest + max_new), dtype=torch.long)
     for i, p in enumerate(prefills):
         mask[i, longest - p.length: longest] = 1

@@ -113,7 +113,8 @@ def continue_batch(model: Any, prefills: list[Prefill], inputs: Sequence[Sequenc
         mask[i, longest - p.length: longest + len(x)] = 1
         ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
         pos[i] = torch.arange(p.length, p.length + m)
-    cache = assemble_cache(model, prefills, longest)
+    cache = assemble_cache(model, prefills, longest, extra=m)
+    InPlace(cache)  # the inputs' keys and values written into the buffers (no torch.cat of the prefills per layer)
     body = getattr(model, "model", model)
     out = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                past_key_values=cache, use_cache=True)
@@ -152,3 +153,40 @@ def assemble_cache(model: Any, prefills: list[Prefill], longest: int, extra: int
             cache.layers[layer].cumulative_length = longest
     cache.buffers = buffers
     return cache
+
+
+class InPlace:
+    """In-place key/value buffers behind a transformers cache's layers (no ``torch.cat`` per step).
+
+    ``cache`` comes from :func:`~harness.backends.prefix.assemble_cache` with ``extra`` positions to spare.
+    """
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.buffers = cache.buffers
+        for i, layer in enumerate(cache.layers):
+            self._bind(layer, i, layer.keys.shape[2])
+
+    def _bind(self, layer: Any, index: int, length: int) -> None:
+        owner, state = self, {"len": length}
+        layer.keys, layer.values = (b[:, :, :length] for b in self.buffers[index])
+
+        def update(key_states, value_states, *args, **kwargs):
+            kb, vb = owner.buffers[index]
+            a, b = state["len"], state["len"] + key_states.shape[-2]
+            kb[:, :, a:b] = key_states
+            vb[:, :, a:b] = value_states
+            state["len"] = b
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length += key_states.shape[-2]
+            layer.keys, layer.values = kb[:, :, :b], vb[:, :, :b]
+            return layer.keys, layer.values
+
+        layer.update = update
+
+    def select(self, rows: Any) -> None:
+        """Keep only batch ``rows`` (a long tensor) of every buffer."""
+        for i, layer in enumerate(self.cache.layers):
+            n = layer.keys.shape[2]
+            self.buffers[i] = [b.index_select(0, rows) for b in self.buffers[i]]
+            layer.keys, layer.values = (b[:, :, :n] for b in self.buffers[i])
