@@ -162,10 +162,12 @@ def probe_model(label: str, executor: Executor, samples: Sequence[Sample], conts
     todo, reqs = requests(samples, conts)
     notes: list[str] = []
     try:
-        job, out = executor.lookup(LOGLIKELIHOOD, reqs), None
-        if alongside is not None:  # its requests and results, less those of samples whose generation failed since
+        job = executor.lookup(LOGLIKELIHOOD, reqs)
+        if alongside is None:
+            outcome = executor.run(job, backend, progress_desc)
+        else:  # its requests and results, less those of samples whose generation failed since
             job, out = alongside.part(job)
-        outcome = executor.run(job, backend, progress_desc, out=out)
+            outcome = executor.run(job, backend, progress_desc, out=out)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a cache or bookkeeping failure: the run goes on without this model's probe
