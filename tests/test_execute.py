@@ -255,3 +255,42 @@ def test_declaring_a_capability_without_its_method_is_a_type_error():
 
             def generate(self, prompts, sampling):
                 return []
+
+
+def test_after_batch_sees_each_computed_batch_and_run_keys_work_counts_once(hf, mkey, tmp_path):
+    """``after_batch`` gets every computed batch with its results (not cached ones); keys computed ahead by
+    ``run_keys`` are not asked again by ``run(..., out=)``, and count as computed, not cached."""
+    cache = GenerationCache(tmp_path / "c.sqlite")
+    ex = Executor(cache, mkey, batch_size=2)
+    s = Sampling(max_new_tokens=3)
+    seen: list = []
+    gen = ex.lookup(GENERATE, [Generate(p, s) for p in PROMPTS])
+    out = ex.run(gen, lambda: hf, after_batch=lambda b, reqs, res: seen.append(([r.prompt for r in reqs], res)))
+    assert sorted(p for ps, _ in seen for p in ps) == sorted(PROMPTS) and all(len(ps) <= 2 for ps, _ in seen)
+    assert {p: r for ps, rs in seen for p, r in zip(ps, rs)} == dict(zip(PROMPTS, (r.value for r in out)))
+    seen.clear()
+    ex.run(ex.lookup(GENERATE, [Generate(p, s) for p in PROMPTS]), lambda: hf, after_batch=lambda *a: seen.append(a))
+    assert not seen  # all cached: nothing computed, nothing to follow
+
+    rec = Recording(hf)
+    reqs = [Loglikelihood(p, c) for p in PROMPTS for c in (" a", " b c")]
+    job = ex.lookup(LOGLIKELIHOOD, reqs)
+    from harness.pipeline.execute import Outcome
+
+    ahead = Outcome(job)
+    ex.run_keys(job, rec, job.keys[:4], ahead)  # two contexts' continuations: one batch of two sequences
+    assert len(rec.batches) == 1 and ahead.computed == 4
+    rest = ex.run(job, lambda: rec, out=ahead)
+    assert sorted(r for b in rec.batches for r in b) == sorted(reqs)  # each request asked once
+    assert rest.counts["computed"] == len(reqs) and rest.counts["cached"] == 0
+    assert all(r.error is None for r in rest)
+
+
+def test_the_ray_executor_takes_the_runners_keywords_and_refuses_work_alongside(hf, mkey, tmp_path):
+    from harness.pipeline.ray_exec import RayExecutor
+
+    ex = RayExecutor(GenerationCache(tmp_path / "c.sqlite"), mkey, batch_size=2)
+    job = ex.lookup(GENERATE, [Generate(PROMPTS[0], Sampling(max_new_tokens=2))])
+    assert [r.value for r in ex.run(job, lambda: hf, "gen", after_batch=None)] == hf.generate(PROMPTS[:1], Sampling(max_new_tokens=2))
+    with pytest.raises(TypeError, match="alongside"):
+        ex.run(job, lambda: hf, after_batch=lambda *a: None)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from harness.backend import Backend
 from harness.errors import ConfigError, ConjugateError, ModelLoadError
-from harness.pipeline.execute import Executor, Job, Outcome, Unsupported, _progress
+from harness.pipeline.execute import AfterBatch, Executor, Job, Outcome, Unsupported, _progress
 from harness.pipeline.models import ModelSpec
 from harness.pipeline.pool import BackendPool
 from harness.pipeline.ray_actor import BackendActor
@@ -377,7 +377,12 @@ def _first_line(exc: BaseException) -> str:
 class RayExecutor(Executor):
     """:class:`Executor` whose missing batches run on the model's :class:`ActorGroup`, committed here as they arrive."""
 
-    def run(self, job: Job, backend: Callable[[], Backend], desc: str = "") -> Outcome:
+    def run(self, job: Job, backend: Callable[[], Backend], desc: str = "", after_batch: AfterBatch | None = None,
+            out: Outcome | None = None) -> Outcome:
+        """:meth:`Executor.run` on the actors. ``after_batch`` and ``out`` (the probe alongside generation) are the
+        in-process loop's: the runner does not pass them here, and they are refused on actors."""
+        if after_batch is not None or out is not None:
+            raise TypeError("the Ray executor runs no requests alongside a batch (the probe runs after generation)")
         kind = job.kind
         if job.missing:  # the other model may have just computed them (same weights and options)
             job.hits.update(self._get(kind, job.missing))
