@@ -6,7 +6,9 @@
    (:mod:`harness.pipeline.execute`): generations of ``generate`` tasks, the
    log-likelihoods of multiple-choice tasks' choices
    (:mod:`harness.pipeline.choice`) and of the task-inference probe
-   (:mod:`harness.pipeline.probe`). Everything is looked up in the cache
+   (:mod:`harness.pipeline.probe`; with the local executor, each generation
+   batch's prompts are probed right after that batch, while the backend keeps
+   their prefills). Everything is looked up in the cache
    first; a model's backend is opened only if something is missing, and
    closed once that model is done.
 3. :func:`~harness.pipeline.score.score_samples`: invert and score; tasks that
