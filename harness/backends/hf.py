@@ -249,18 +249,16 @@ class HFBackend(Backend):
             for i, p in zip(fresh, made):
                 found[i] = p
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        for todo, fn in (([i for i, f in enumerate(found) if f is None], self._ll_full),
-                         ([i for i, f in enumerate(found) if f is not None], self._ll_prefixed)):
-            if todo:
-                for i, r in zip(todo, fn([pairs[i] for i in todo], [found[i] for i in todo])):
-                    results[i] = r
+        miss = [i for i, f in enumerate(found) if f is None]
+        if miss:
+            for i, r in zip(miss, hf_loglik.full(self.model, [pairs[i] for i in miss], self.pad_id, self._logits)):
+                results[i] = r
+        hit = [i for i, f in enumerate(found) if f is not None]
+        if hit:
+            for i, r in zip(hit, hf_loglik.after_prefills(self.model, [pairs[i] for i in hit], [found[i] for i in hit],
+                                                          self.pad_id, self._logits)):
+                results[i] = r
         return results  # type: ignore[return-value]
-
-    def _ll_full(self, pairs: list[tuple[list[int], list[int]]], _prefills: list) -> list[tuple[float, bool]]:
-        return hf_loglik.full(self.model, pairs, self.pad_id, self._logits)
-
-    def _ll_prefixed(self, pairs: list[tuple[list[int], list[int]]], prefills: list) -> list[tuple[float, bool]]:
-        return hf_loglik.after_prefills(self.model, pairs, prefills, self.pad_id, self._logits)
 
     def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token IDs of context and continuation; an empty context is the BOS (or EOS) token, as in lm-eval."""

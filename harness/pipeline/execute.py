@@ -227,6 +227,10 @@ class Outcome:
             c["skipped"] = self.skipped
         return c
 
+    def settled(self, key: str) -> bool:
+        """Whether ``key`` has its result or its failure here."""
+        return key in self.values or key in self.errors
+
     @property
     def first_error(self) -> str | None:
         return next(iter(self.errors.values()), None)
@@ -265,7 +269,7 @@ class Executor:
         """
         kind = job.kind
         out = Outcome(job) if out is None else out
-        left = [k for k in job.missing if k not in out.values and k not in out.errors]
+        left = [k for k in job.missing if not out.settled(k)]
         if left:  # the other model may have just computed them (same weights and options)
             job.hits.update(self._get(kind, left))
         out.values.update(job.hits)
@@ -279,7 +283,7 @@ class Executor:
                 raise Unsupported(why)
             with _progress(len(left), desc, kind.unit, self.progress) as bar:
                 for batch in self.batches(job):
-                    batch = [k for k in batch if k not in out.values and k not in out.errors]
+                    batch = [k for k in batch if not out.settled(k)]
                     todo = self._not_cached_yet(job, batch, out)
                     if todo:
                         results = self._run_batch(b, job, todo, out)
@@ -293,7 +297,7 @@ class Executor:
     def run_keys(self, job: Job, backend: Backend, keys: Sequence[str], out: Outcome) -> None:
         """Compute ``keys`` of ``job`` now (in batches, not those cached since), into ``out``: a part of
         :meth:`run` ahead of it (``run(job, ..., out=out)`` then asks only for the rest)."""
-        for cut in self._cut(job.kind, job, [k for k in keys if k not in out.values and k not in out.errors]):
+        for cut in self._cut(job.kind, job, [k for k in keys if not out.settled(k)]):
             todo = self._not_cached_yet(job, cut, out)
             if todo:
                 self._run_batch(backend, job, todo, out)
